@@ -1,0 +1,46 @@
+"""stacker: level-2 stacking and post-processing of multi-class probability ensembles.
+
+The public API is re-exported here from private-ish modules; see each module's
+docstring for details.  Heavy optional parts (Keras members, Optuna tuning,
+Dask) are imported lazily by the code that needs them.
+"""
+
+from stacker._version import __version__
+from stacker.aggregate import aggregate_models, aggregate_views, power_mean
+from stacker.errors import (
+    BundleError,
+    ConfigError,
+    DuplicateKeyError,
+    EmptyTableError,
+    LabelError,
+    MergeError,
+    ProbabilityError,
+    SchemaError,
+    StackerError,
+    TableError,
+    TableReadError,
+)
+from stacker.merge import merge_tables
+from stacker.table import PredictionTable, read_table, write_table
+
+__all__ = [
+    "__version__",
+    "PredictionTable",
+    "read_table",
+    "write_table",
+    "merge_tables",
+    "aggregate_views",
+    "aggregate_models",
+    "power_mean",
+    "StackerError",
+    "TableError",
+    "TableReadError",
+    "SchemaError",
+    "ProbabilityError",
+    "DuplicateKeyError",
+    "LabelError",
+    "EmptyTableError",
+    "MergeError",
+    "BundleError",
+    "ConfigError",
+]
