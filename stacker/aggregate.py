@@ -48,10 +48,10 @@ def _transform(x: np.ndarray, p: float, eps: float) -> np.ndarray:
     return x**p
 
 
-def _inverse(m: np.ndarray, p: float) -> np.ndarray:
+def _inverse(m: np.ndarray, p: float, *, shift: bool = True) -> np.ndarray:
     if abs(p) < GEOMETRIC_TOL:
-        # Subtract the row max before exp for stability; normalisation removes it.
-        return np.exp(m - m.max(axis=-1, keepdims=True))
+        # Subtracting the row max before exp is exact after normalisation and avoids underflow.
+        return np.exp(m - m.max(axis=-1, keepdims=True)) if shift else np.exp(m)
     return m ** (1.0 / p)
 
 
@@ -94,7 +94,7 @@ def power_mean(
     shape = [1] * x.ndim
     shape[axis] = n
     m = (_transform(x, p, eps) * w.reshape(shape)).sum(axis=axis)
-    out = _inverse(m, p)
+    out = _inverse(m, p, shift=normalize)
     return _normalise(out) if normalize else out
 
 
