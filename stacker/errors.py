@@ -22,6 +22,7 @@ __all__ = [
     "MergeError",
     "BundleError",
     "ConfigError",
+    "StudyError",
 ]
 
 _MAX_ROWS_SHOWN = 5
@@ -113,3 +114,7 @@ class BundleError(StackerError):
 
 class ConfigError(StackerError):
     """A recipe, quota, class weight or other option is invalid."""
+
+
+class StudyError(StackerError):
+    """A tuning study's storage is unreachable, or a study does not match this search space or table."""
