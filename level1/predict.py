@@ -1,0 +1,283 @@
+"""Prediction: TTA views, manipulated variants and snapshot ensembles into a prediction table.
+
+For every image the table holds one row per (manipulation, view):
+
+* ``manip``/``manip_kind``: the image as it is (flag from the source: manifest column or
+  ``manip_pattern``; kind "" unless the manifest names it), and, for unaltered images,
+  one variant per name in ``manip_variants`` made the challenge's way from the
+  ``predict_size`` centre region (flag 1, kind = the manipulation);
+* ``view``: ``identity``, ``d4-1`` .. ``d4-7`` and ``crop-{tl,tr,bl,br,c}-rot{0,90,180,270}``
+  (see :data:`level1.config.VIEW_GROUPS`);
+* probabilities: the softmax averaged over the run's checkpoints (``top``: every kept
+  top-k checkpoint, a snapshot ensemble; ``best``; ``last``) and, when several runs are
+  given (the fold models of an OOF run), averaged over the runs with equal weight.
+
+The model name of the table is the run directory's name unless ``name`` is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from level1.config import Level1Config
+from level1.data import EvalDataset, ImageRecord, Skipped, collate_eval, probe_records, view_names
+from level1.errors import RunError
+
+__all__ = ["resolve_runs", "run_info", "load_models", "predict_items", "predict_records", "predict", "write_prediction"]
+
+
+def resolve_runs(path: str | os.PathLike[str]) -> list[Path]:
+    """The run directories behind ``path``: itself, or the fold runs of an OOF directory."""
+    from level1.train import OOF_FILE, RUN_FILE
+
+    p = Path(path)
+    if (p / OOF_FILE).is_file():
+        info = json.loads((p / OOF_FILE).read_text())
+        runs = [p / r for r in info["runs"]]
+        missing = [str(r) for r in runs if not (r / RUN_FILE).is_file()]
+        if missing:
+            raise RunError(f"OOF run {str(p)!r} lacks the fold runs {missing}")
+        return runs
+    if (p / RUN_FILE).is_file():
+        return [p]
+    raise RunError(f"{str(p)!r} is not a level1 run directory (no {RUN_FILE} or {OOF_FILE})")
+
+
+def run_info(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    from level1.train import RUN_FILE
+
+    p = Path(run_dir) / RUN_FILE
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunError(f"cannot read {str(p)!r} ({exc})") from None
+
+
+def load_models(run_dir: str | os.PathLike[str], which: str, device: Any) -> list[Any]:
+    """The run's networks for ``which`` in ``top`` (every kept checkpoint), ``best`` or ``last``."""
+    import torch
+
+    from level1.model import Level1Net
+    from level1.train import LAST
+
+    run = Path(run_dir)
+    info = run_info(run)
+    cfg = info["config"]
+    if which == "last":
+        state = torch.load(run / LAST, map_location="cpu", weights_only=True)
+        states = [state["ema"] if state.get("ema") is not None else state["model"]]
+    else:
+        kept = info.get("checkpoints") or []
+        if not kept:
+            raise RunError(f"run {str(run)!r} has no checkpoint yet")
+        kept = kept[:1] if which == "best" else kept
+        states = []
+        for c in kept:
+            f = run / c["file"]
+            if not f.is_file():
+                raise RunError(f"checkpoint {str(f)!r} listed in run.json is missing")
+            states.append(torch.load(f, map_location="cpu", weights_only=True)["model"])
+    models = []
+    for st in states:
+        m = Level1Net(cfg["model"], len(info["classes"]), drop_rate=cfg.get("drop_rate", 0.0))
+        try:
+            m.load_state_dict(st)
+        except RuntimeError as exc:
+            raise RunError(f"a checkpoint of {str(run)!r} does not fit its model: {exc}") from None
+        m.to(device).eval()
+        models.append(m)
+    return models
+
+
+def predict_items(
+    model_groups: Sequence[Sequence[Any]],
+    records: Sequence[ImageRecord],
+    items: Sequence[tuple[int, str]],
+    *,
+    groups: Sequence[str],
+    size: int,
+    crop: int,
+    batch_size: int,
+    device: Any,
+    workers: int = 0,
+    progress: bool = True,
+    backend: str = "pil",
+    desc: str = "predict",
+) -> tuple[np.ndarray, np.ndarray, list[Skipped]]:
+    """Softmax probabilities ``(n_items, n_views, n_classes)``, a decoded-ok mask and the skipped files.
+
+    Each item is ``(record index, manipulation or "")``; the manipulation flag fed to the
+    model is 1 for a manipulation and the record's own flag otherwise.  Probabilities are
+    averaged over the models of a group, then over the groups.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    names = view_names(groups)
+    n_classes = model_groups[0][0].head.out_features
+    out = np.zeros((len(items), len(names), n_classes), dtype=np.float64)
+    ok = np.zeros(len(items), dtype=bool)
+    flags = torch.tensor([1.0 if kind else float(records[r].manip) for r, kind in items])
+    ds = EvalDataset(records, items, size=size, crop=crop, groups=groups, backend=backend)
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        collate_fn=collate_eval, pin_memory=device.type == "cuda")
+    skipped: list[Skipped] = []
+    use_amp = device.type == "cuda"
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            for line in batch["bad"]:
+                path, reason = line.split("\t", 1)
+                skipped.append(Skipped(path, reason))
+            idx = batch["item"]
+            if len(idx) == 0:
+                continue
+            manip = flags[idx].to(device)
+            for v, name in enumerate(names):
+                x = batch["views"][name].to(device, non_blocking=True)
+                acc = torch.zeros(len(idx), n_classes, dtype=torch.float64)
+                for group in model_groups:
+                    g = torch.zeros(len(idx), n_classes, dtype=torch.float64)
+                    for m in group:
+                        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                            logits = m(x, manip)
+                        g += torch.softmax(logits.float(), dim=1).double().cpu()
+                    acc += g / len(group)
+                out[idx.numpy(), v] = (acc / len(model_groups)).numpy()
+            ok[idx.numpy()] = True
+    return out, ok, skipped
+
+
+def predict_records(
+    run_dirs: Sequence[str | os.PathLike[str]],
+    records: Sequence[ImageRecord],
+    cfg: Level1Config,
+    *,
+    name: str | None = None,
+    folds: int | None = None,
+) -> tuple[Any, list[Skipped]]:
+    """Predict ``records`` with the runs in ``run_dirs`` (averaged) into a :class:`~stacker.table.PredictionTable`.
+
+    ``cfg`` supplies the prediction options (views, manip_variants, predict_size,
+    checkpoints, device, workers, batch size, progress); the crop comes from the runs.
+    ``folds`` fills the fold column (None: null).  Returns the table and the skipped files.
+    """
+    from stacker.table import PredictionTable
+    from level1.train import resolve_device
+
+    runs = [Path(r) for r in run_dirs]
+    infos = [run_info(r) for r in runs]
+    classes = infos[0]["classes"]
+    for r, i in zip(runs, infos):
+        if i["classes"] != classes:
+            raise RunError(f"run {str(r)!r} has classes {i['classes']}, others have {classes}")
+    crop = int(infos[0]["config"]["crop"])
+    cfg = cfg.replace(crop=crop)
+    records, skipped = probe_records(records, min_side=crop if cfg.small_images == "skip" else None)
+    if not records:
+        raise RunError("no readable image to predict" + (f" ({len(skipped)} skipped)" if skipped else ""))
+    device = resolve_device(cfg.device)
+    groups = [load_models(r, cfg.checkpoints, device) for r in runs]
+    items: list[tuple[int, str]] = []
+    for i, r in enumerate(records):
+        items.append((i, ""))
+        if not r.manip:
+            items += [(i, k) for k in cfg.manip_variants]
+    probs, ok, s = predict_items(
+        groups, records, items, groups=cfg.views, size=cfg.effective_predict_size, crop=crop,
+        batch_size=cfg.effective_batch_size_predict, device=device, workers=cfg.workers,
+        progress=cfg.progress, backend=cfg.manip_backend,
+    )
+    seen = {x.path for x in skipped}
+    for x in s:  # one file may fail once per manipulated variant
+        if x.path not in seen:
+            seen.add(x.path)
+            skipped.append(x)
+    names = view_names(cfg.views)
+    keep = np.flatnonzero(ok)
+    if len(keep) == 0:
+        raise RunError("no image could be decoded" + f" ({len(skipped)} skipped)")
+    n_v = len(names)
+    rows = {"id": [], "label": [], "fold": [], "manip": [], "manip_kind": [], "view": []}
+    for j in keep:
+        rec_i, kind = items[j]
+        rec = records[rec_i]
+        for v in names:
+            rows["id"].append(rec.id)
+            rows["label"].append(rec.label)
+            rows["fold"].append(folds)
+            rows["manip"].append(1 if kind else rec.manip)
+            rows["manip_kind"].append(kind or rec.manip_kind)
+            rows["view"].append(v)
+    model = name or runs[0].name if len(runs) == 1 else (name or runs[0].parent.name)
+    table = PredictionTable.from_arrays(
+        rows["id"], probs[keep].reshape(len(keep) * n_v, 1, -1), classes, models=[model],
+        labels=rows["label"], folds=rows["fold"], manip=rows["manip"], manip_kind=rows["manip_kind"],
+        views=rows["view"], renormalize=True,
+    )
+    return table, skipped
+
+
+def write_prediction(tables: Sequence[Any], path: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> Path:
+    """Concatenate tables of the same model and classes, drop all-null label/fold columns, write atomically."""
+    import pandas as pd
+
+    from stacker.table import FOLD, LABEL, PredictionTable, write_table
+
+    meta = pd.concat([t.meta for t in tables], ignore_index=True)
+    probs = np.concatenate([t.probs for t in tables], axis=0)
+    for col in (LABEL, FOLD):
+        if col in meta.columns and meta[col].isna().all():
+            meta = meta.drop(columns=col)
+    table = PredictionTable(meta, probs, tables[0].classes, tables[0].models, source=str(path))
+    return write_table(table, path, dtype="float32", extra_metadata=extra)
+
+
+def predict(
+    run: str | os.PathLike[str],
+    inputs: Sequence[str | os.PathLike[str]] | None = None,
+    output: str | os.PathLike[str] | None = None,
+    *,
+    manifest: str | os.PathLike[str] | None = None,
+    name: str | None = None,
+    log: Any = None,
+    **options: Any,
+) -> tuple[Any, list[Skipped]]:
+    """Predict images (files/folders, or a manifest with labels) with a run or an OOF run.
+
+    ``options`` override the run's prediction settings (views, manip_variants,
+    predict_size, checkpoints, device, workers, batch_size_predict, progress,
+    manip_pattern).  Writes the table to ``output`` (parquet) when given.
+    """
+    from level1.data import collect_images, read_manifest
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    runs = resolve_runs(run)
+    cfg = Level1Config.from_dict(run_info(runs[0])["config"]).replace(**options)
+    if manifest is not None:
+        records, _, skipped = read_manifest(
+            manifest, path_col=cfg.path_col, label_col=cfg.label_col, fold_col=cfg.fold_col,
+            manip_col=cfg.manip_col, kind_col=cfg.kind_col, manip_pattern=cfg.manip_pattern,
+        )
+        records = [r.__class__(r.id, r.path, r.label, r.manip, r.manip_kind, None) for r in records]
+    else:
+        records, skipped = [], []
+    if inputs:
+        more, s = collect_images(inputs, manip_pattern=cfg.manip_pattern)
+        records += more
+        skipped += s
+    if not records:
+        raise RunError("no images to predict" + (f" ({len(skipped)} skipped)" if skipped else ""))
+    model_name = name or Path(run).name
+    table, s = predict_records(runs, records, cfg, name=model_name)
+    skipped += s
+    if output is not None:
+        write_prediction([table], output, extra={"level1": {"mode": "predict", "runs": [str(r) for r in runs]}})
+    return table, skipped

@@ -1,0 +1,548 @@
+"""Training loops: one model (:func:`train_model`) or K fold models and their OOF table (:func:`train_oof`).
+
+Run directory
+    ``run.json`` (config, classes, kept checkpoints with their scores, history),
+    ``split.csv`` (every image with its role), ``checkpoints/epochNNN.pt`` (the top-k
+    model weights, EMA weights when EMA is on), ``last.pt`` (everything needed to resume:
+    model, EMA, optimizer, plateau scheduler, AMP scaler, epoch) and ``skipped.csv``.
+    All files are written atomically; ``last.pt`` after every epoch, so an interrupted run
+    resumes from its last finished epoch (``resume=True`` / ``level1 train --resume``).
+
+Schedule
+    ``epochs`` epochs of Adam, the learning rate either reduced on plateau of the
+    validation score or cosine-annealed; then ``sgd_cycles`` cycles of SGD with
+    momentum, each cosine-annealed from ``sgd_lr`` over ``sgd_cycle_epochs`` epochs,
+    whose end points are snapshot-ensemble members.
+
+Checkpoint score
+    ``(1 - w) * loss(unaltered) + w * loss(manipulated)`` on the validation images, with
+    ``w = val_manip_weight`` (0.3): every unaltered validation image is scored as is and
+    once under a manipulation picked deterministically per image; images already
+    manipulated count as manipulated.  Without validation images the last ``top_k``
+    epochs are kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from level1.config import RUNTIME_FIELDS, Level1Config
+from level1.data import (
+    BalancedSampler,
+    ImageRecord,
+    Skipped,
+    TrainDataset,
+    assign_folds,
+    load_source,
+    probe_records,
+    split_records,
+    write_skipped,
+)
+from level1.errors import ImageDataError, RunError
+from stacker._io import atomic_path, atomic_write_text
+
+__all__ = ["TrainResult", "train_model", "train_oof", "resolve_device", "RUN_FILE", "OOF_FILE"]
+
+RUN_FILE = "run.json"
+OOF_FILE = "oof.json"
+LAST = "last.pt"
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or resumed and finished) run produced."""
+
+    run_dir: Path
+    checkpoints: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> Any:
+    """``auto`` -> CUDA when available, else CPU; asking for CUDA without one is a ConfigError."""
+    import torch
+
+    from stacker.errors import ConfigError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"option 'device' is {name!r} but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def _save_torch(obj: Any, path: Path) -> None:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str))
+
+
+def _records_frame(train: list[ImageRecord], val: list[ImageRecord]) -> Any:
+    import pandas as pd
+
+    rows = [dict(dataclasses.asdict(r), role="train") for r in train]
+    rows += [dict(dataclasses.asdict(r), role="val") for r in val]
+    frame = pd.DataFrame(rows, columns=["id", "path", "label", "manip", "manip_kind", "fold", "role"])
+    frame["fold"] = frame["fold"].astype("Int64")
+    return frame
+
+
+def _read_split(path: Path) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    import pandas as pd
+
+    frame = pd.read_csv(path, keep_default_na=False, na_values={"fold": [""], "label": [""]})
+    train, val = [], []
+    for row in frame.to_dict("records"):
+        fold = row["fold"]
+        rec = ImageRecord(
+            str(row["id"]),
+            str(row["path"]),
+            None if pd.isna(row["label"]) else str(row["label"]),
+            int(row["manip"]),
+            str(row["manip_kind"] or ""),
+            None if pd.isna(fold) else int(fold),
+        )
+        (train if row["role"] == "train" else val).append(rec)
+    return train, val
+
+
+def _lr_factor(t: float, total: float) -> float:
+    """Cosine from 1 to 0.01 over ``total`` steps."""
+    return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(t, total) / max(total, 1)))
+
+
+def _make_optimizer(model: Any, cfg: Level1Config, kind: str) -> Any:
+    import torch
+
+    if kind == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=cfg.sgd_lr, momentum=cfg.sgd_momentum, weight_decay=cfg.weight_decay, nesterov=True
+    )
+
+
+def _ema_update(ema: Any, model: Any, decay: float) -> None:
+    import torch
+
+    with torch.no_grad():
+        for e, m in zip(ema.state_dict().values(), model.state_dict().values()):
+            if e.dtype.is_floating_point:
+                e.mul_(decay).add_(m.detach(), alpha=1.0 - decay)
+            else:
+                e.copy_(m)
+
+
+def _validation_items(val: list[ImageRecord], cfg: Level1Config) -> tuple[list[ImageRecord], list[tuple[int, str]]]:
+    from holdout.manipulate import MANIPULATIONS
+
+    if cfg.val_max_images is not None and len(val) > cfg.val_max_images:
+        keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(val))[: cfg.val_max_images])
+        val = [val[i] for i in keep]
+    items: list[tuple[int, str]] = []
+    for i, r in enumerate(val):
+        items.append((i, ""))
+        if not r.manip and cfg.val_manip_weight > 0:
+            items.append((i, MANIPULATIONS[(cfg.seed + i) % len(MANIPULATIONS)]))
+    return val, items
+
+
+def _validate(model: Any, val: list[ImageRecord], items: list[tuple[int, str]], class_index: dict[str, int],
+              cfg: Level1Config, device: Any) -> tuple[dict[str, float], list[Skipped]]:
+    from level1.predict import predict_items
+
+    probs, ok, skipped = predict_items(
+        [[model]], val, items, groups=["identity"], size=cfg.crop, crop=cfg.crop, batch_size=cfg.effective_batch_size_predict,
+        device=device, workers=cfg.workers, progress=False, backend=cfg.manip_backend, desc="validate",
+    )
+    p = probs[:, 0, :]
+    y = np.array([class_index[val[r].label] for r, _ in items])  # type: ignore[index]
+    flag = np.array([1 if (kind or val[r].manip) else 0 for r, kind in items])
+    nll = -np.log(np.clip(p[np.arange(len(items)), y], 1e-15, 1.0))
+    acc = (p.argmax(1) == y).astype(float)
+    out: dict[str, float] = {}
+    parts = {}
+    for name, mask in (("unaltered", (flag == 0) & ok), ("manipulated", (flag == 1) & ok)):
+        if mask.any():
+            parts[name] = float(nll[mask].mean())
+            out[f"val_loss_{name}"] = parts[name]
+            out[f"val_acc_{name}"] = float(acc[mask].mean())
+    if not parts:
+        raise ImageDataError("no validation image could be decoded")
+    w = cfg.val_manip_weight
+    if len(parts) == 2:
+        out["score"] = (1 - w) * parts["unaltered"] + w * parts["manipulated"]
+    else:
+        out["score"] = next(iter(parts.values()))
+    out["val_acc"] = float(acc[ok].mean())
+    return out, skipped
+
+
+def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> bool:
+    """Return True when an existing run is resumed."""
+    if (out / LAST).exists() or (out / RUN_FILE).exists():
+        if resume:
+            if not (out / LAST).exists():
+                raise RunError(f"run {str(out)!r} has no {LAST} to resume from")
+            return True
+        if overwrite:
+            shutil.rmtree(out)
+        else:
+            raise RunError(f"run directory {str(out)!r} already holds a run; pass resume (--resume) or overwrite (--overwrite)")
+    elif resume and out.exists() and any(out.iterdir()):
+        raise RunError(f"{str(out)!r} is not a level1 run directory (no {RUN_FILE})")
+    elif out.exists() and any(out.iterdir()) and not overwrite:
+        raise RunError(f"output directory {str(out)!r} is not empty; pass overwrite (--overwrite)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "checkpoints").mkdir(exist_ok=True)
+    return False
+
+
+def train_model(
+    cfg: Level1Config,
+    out_dir: str | Path,
+    *,
+    records: list[ImageRecord] | None = None,
+    classes: list[str] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    log: Any = None,
+) -> TrainResult:
+    """Train one level-1 model into ``out_dir`` (see the module docstring for the layout).
+
+    Parameters
+    ----------
+    cfg : Level1Config
+        With ``fold`` set when ``folds >= 2``; ``holdout`` for a fixed validation list.
+    out_dir : path
+        The run directory.  Its name is the model name in prediction tables.
+    records, classes : optional
+        Pre-loaded source (the OOF driver passes them); default: ``load_source(cfg)``.
+    resume : bool
+        Continue an interrupted run from ``last.pt``; the stored config is used, except its
+        runtime fields (device, workers, progress), which ``cfg`` may change.
+    overwrite : bool
+        Replace an existing run.
+    log : callable, optional
+        Receives progress messages (default: print to stderr).
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    from level1.model import Level1Net
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    out = Path(out_dir)
+    resuming = _prepare_run_dir(out, resume, overwrite)
+    skipped: list[Skipped] = []
+    if resuming:
+        info = json.loads((out / RUN_FILE).read_text())
+        stored = Level1Config.from_dict(info["config"])
+        cfg = stored.replace(**{k: getattr(cfg, k) for k in RUNTIME_FIELDS})
+        classes = list(info["classes"])
+        train, val = _read_split(out / "split.csv")
+    else:
+        cfg.validate()
+        if records is None:
+            records, classes, skipped = load_source(cfg)
+        assert classes is not None
+        unlabelled = [r.id for r in records if r.label is None]
+        if unlabelled:
+            raise ImageDataError(f"training needs a label for every image; unlabelled: {unlabelled[:5]}")
+        from level1.model import check_model_name
+
+        check_model_name(cfg.model)
+        train, val = split_records(records, cfg)
+        min_side = cfg.crop if cfg.small_images == "skip" else None
+        train, s1 = probe_records(train, min_side=min_side)
+        val, s2 = probe_records(val, min_side=min_side)
+        skipped += s1 + s2
+        if not train:
+            raise ImageDataError("no readable training image")
+        missing = sorted(set(classes) - {r.label for r in train})
+        if missing:
+            raise ImageDataError(f"classes {missing} have no readable training image")
+        with atomic_path(out / "split.csv") as tmp:
+            _records_frame(train, val).to_csv(tmp, index=False)
+
+    class_index = {c: i for i, c in enumerate(classes)}
+    device = resolve_device(cfg.device)
+    use_amp = bool(cfg.amp and device.type == "cuda")
+    torch.manual_seed(cfg.seed)
+    model = Level1Net(cfg.model, len(classes), drop_rate=cfg.drop_rate, weights=None if resuming else cfg.weights)
+    model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    ema = None
+    if cfg.ema_decay is not None:
+        ema = copy.deepcopy(model).eval()
+        for p in ema.parameters():
+            p.requires_grad_(False)
+
+    steps = cfg.steps_per_epoch or max(1, math.ceil(len(train) / cfg.batch_size))
+    n_adam = cfg.epochs
+    n_total = n_adam + cfg.sgd_cycles * cfg.sgd_cycle_epochs
+    opt_kind = "adam"
+    optimizer = _make_optimizer(model, cfg, "adam")
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start_epoch = 0
+    history: list[dict[str, Any]] = []
+    kept: list[dict[str, Any]] = []
+    if resuming:
+        state = torch.load(out / LAST, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
+        opt_kind = state["optimizer_kind"]
+        if opt_kind == "sgd":
+            optimizer = _make_optimizer(model, cfg, "sgd")
+        optimizer.load_state_dict(state["optimizer"])
+        if opt_kind == "adam" and state.get("plateau"):
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience
+            )
+            plateau.load_state_dict(state["plateau"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start_epoch = int(state["epoch"]) + 1
+        history = list(state["history"])
+        kept = list(state["kept"])
+        skipped = [Skipped(p, r) for p, r in state.get("skipped", [])]
+        log(f"level1: resuming {out} at epoch {start_epoch + 1}/{n_total}")
+
+    dataset = TrainDataset(
+        train,
+        class_index,
+        crop=cfg.crop,
+        manip_prob=cfg.manip_prob,
+        d4_labels=None if not cfg.no_d4_classes else set(classes) - set(cfg.no_d4_classes),
+        backend=cfg.manip_backend,
+    )
+    if not cfg.d4:
+        dataset.d4_labels = set()
+    sampler = BalancedSampler(
+        [class_index[r.label] for r in train], steps * cfg.batch_size, seed=cfg.seed, balanced=cfg.balanced  # type: ignore[index]
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+        drop_last=False,
+    )
+    val_records, val_items = _validation_items(val, cfg) if val else ([], [])
+    bad_seen = {s.path for s in skipped}
+    info_base = {
+        "format": "level1-run",
+        "version": 1,
+        "name": out.name,
+        "model": cfg.model,
+        "classes": list(classes),
+        "config": cfg.to_dict(),
+        "n_train": len(train),
+        "n_val": len(val),
+        "steps_per_epoch": steps,
+        "epochs_total": n_total,
+    }
+    loss_fn = torch.nn.CrossEntropyLoss()
+    from tqdm.auto import tqdm
+
+    for epoch in range(start_epoch, n_total):
+        phase = "adam" if epoch < n_adam else "sgd"
+        if phase == "sgd" and opt_kind != "sgd":
+            optimizer, opt_kind = _make_optimizer(model, cfg, "sgd"), "sgd"
+        sampler.set_epoch(epoch)
+        model.train()
+        t0 = time.perf_counter()
+        total_loss, n_seen = 0.0, 0
+        bar = tqdm(loader, total=len(loader), desc=f"epoch {epoch + 1}/{n_total}", disable=not cfg.progress, leave=False)
+        for step, batch in enumerate(bar):
+            if phase == "sgd":
+                cycle_epoch = (epoch - n_adam) % cfg.sgd_cycle_epochs
+                t = cycle_epoch * steps + step
+                lr = cfg.sgd_lr * _lr_factor(t, cfg.sgd_cycle_epochs * steps)
+                for g in optimizer.param_groups:
+                    g["lr"] = lr
+            elif cfg.schedule == "cosine":
+                lr = cfg.lr * _lr_factor(epoch * steps + step, n_adam * steps)
+                for g in optimizer.param_groups:
+                    g["lr"] = lr
+            for line in batch["bad"]:
+                for entry in filter(None, line.split("\n")):
+                    path, reason = entry.split("\t", 1)
+                    if path not in bad_seen:
+                        bad_seen.add(path)
+                        skipped.append(Skipped(path, reason))
+                        log(f"level1: skipped {path}: {reason}")
+            images = batch["image"].to(device, non_blocking=True)
+            if device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            labels = batch["label"].to(device, non_blocking=True)
+            manip = batch["manip"].to(device, non_blocking=True)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                loss = loss_fn(model(images, manip), labels)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if ema is not None:
+                _ema_update(ema, model, cfg.ema_decay)  # type: ignore[arg-type]
+            total_loss += float(loss.detach()) * len(labels)
+            n_seen += len(labels)
+            bar.set_postfix(loss=f"{total_loss / n_seen:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        bar.close()
+        train_time = time.perf_counter() - t0
+        eval_model = ema if ema is not None else model
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "phase": phase,
+            "train_loss": total_loss / max(n_seen, 1),
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_images_per_s": n_seen / max(train_time, 1e-9),
+        }
+        if val_items:
+            metrics, vskip = _validate(eval_model, val_records, val_items, class_index, cfg, device)
+            for s in vskip:
+                if s.path not in bad_seen:
+                    bad_seen.add(s.path)
+                    skipped.append(s)
+            row.update(metrics)
+        else:
+            row["score"] = -float(epoch)  # no validation: keep the latest epochs
+        if phase == "adam" and cfg.schedule == "plateau":
+            plateau.step(row["score"] if val_items else row["train_loss"])
+        history.append(row)
+        # top-k checkpoints
+        ckpt = f"checkpoints/epoch{epoch + 1:03d}.pt"
+        _save_torch({"model": eval_model.state_dict()}, out / ckpt)
+        kept.append({"file": ckpt, "epoch": epoch, **{k: v for k, v in row.items() if k.startswith(("val_", "score"))}})
+        kept.sort(key=lambda c: (c["score"], -c["epoch"]))
+        for old in kept[cfg.top_k :]:
+            (out / old["file"]).unlink(missing_ok=True)
+        kept = kept[: cfg.top_k]
+        _save_torch(
+            {
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "optimizer": optimizer.state_dict(),
+                "optimizer_kind": opt_kind,
+                "plateau": plateau.state_dict() if opt_kind == "adam" else None,
+                "scaler": scaler.state_dict() if use_amp else None,
+                "history": history,
+                "kept": kept,
+                "skipped": [[s.path, s.reason] for s in skipped],
+            },
+            out / LAST,
+        )
+        if skipped:
+            write_skipped(skipped, out / "skipped.csv")
+        _write_json(
+            out / RUN_FILE,
+            {**info_base, "epochs_done": epoch + 1, "finished": epoch + 1 == n_total, "checkpoints": kept,
+             "history": history, "skipped": len(skipped)},
+        )
+        msg = f"level1: {out.name} epoch {epoch + 1}/{n_total} train_loss {row['train_loss']:.4f}"
+        if val_items:
+            msg += f" score {row['score']:.4f} val_acc {row['val_acc']:.3f}"
+        log(msg + f" ({row['train_images_per_s']:.1f} img/s)")
+    if n_total == start_epoch:
+        log(f"level1: {out} is already finished")
+    if skipped:
+        write_skipped(skipped, out / "skipped.csv")
+    return TrainResult(out, kept, history, skipped)
+
+
+def train_oof(
+    cfg: Level1Config,
+    out_dir: str | Path,
+    *,
+    test_inputs: list[str] | None = None,
+    table_path: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    log: Any = None,
+) -> tuple[Path, list[Skipped]]:
+    """Train one model per fold into ``out_dir/fold<k>`` and write the OOF prediction table.
+
+    Every training image gets its rows from the fold model that did not train on it
+    (``fold = k``); each test image (``test_inputs``) gets rows from *every* fold model,
+    averaged into one row per image, manipulation and view (``fold`` null).  The table
+    (default ``out_dir/oof.parquet``) is named after ``out_dir``.
+
+    Returns the table path and the skipped files.
+    """
+    from level1.predict import predict_records, write_prediction
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    cfg.validate()
+    if cfg.folds < 2:
+        from stacker.errors import ConfigError
+
+        raise ConfigError("option 'folds' must be at least 2 for OOF training")
+    out = Path(out_dir)
+    if (out / OOF_FILE).exists() and not (resume or overwrite):
+        raise RunError(f"{str(out)!r} already holds an OOF run; pass resume (--resume) or overwrite (--overwrite)")
+    if out.exists() and overwrite and not resume:
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records, classes, skipped = load_source(cfg)
+    records = assign_folds(records, cfg.folds, cfg.seed)
+    _write_json(out / OOF_FILE, {"format": "level1-oof", "version": 1, "name": out.name, "folds": cfg.folds,
+                                 "runs": [f"fold{k}" for k in range(cfg.folds)], "classes": classes,
+                                 "config": cfg.to_dict()})
+    runs = []
+    for k in range(cfg.folds):
+        run_dir = out / f"fold{k}"
+        fold_cfg = cfg.replace(fold=k)
+        done = (run_dir / RUN_FILE).exists() and json.loads((run_dir / RUN_FILE).read_text()).get("finished")
+        if done and resume:
+            log(f"level1: {run_dir} is finished, skipping")
+        else:
+            res = train_model(fold_cfg, run_dir, records=records, classes=classes,
+                              resume=resume and (run_dir / LAST).exists(), overwrite=overwrite or not resume, log=log)
+            skipped += [s for s in res.skipped if s.path not in {x.path for x in skipped}]
+        runs.append(run_dir)
+    # predictions: each fold's held-out images, then the test images with every fold model
+    tables = []
+    for k, run_dir in enumerate(runs):
+        held = [r for r in records if r.fold == k]
+        t, s = predict_records([run_dir], held, cfg, name=out.name, folds=k)
+        tables.append(t)
+        skipped += [x for x in s if x.path not in {y.path for y in skipped}]
+    if test_inputs:
+        from level1.data import collect_images
+
+        test, s = collect_images(test_inputs, manip_pattern=cfg.manip_pattern)
+        skipped += s
+        clash = sorted({r.id for r in test} & {r.id for r in records})
+        if clash:
+            raise ImageDataError(f"test images share ids with training images: {clash[:5]}")
+        t, s = predict_records(runs, test, cfg, name=out.name, folds=None)
+        tables.append(t)
+        skipped += [x for x in s if x.path not in {y.path for y in skipped}]
+    target = Path(table_path) if table_path else out / "oof.parquet"
+    write_prediction(tables, target, extra={"level1": {"mode": "oof", "folds": cfg.folds, "model": cfg.model}})
+    if skipped:
+        write_skipped(skipped, out / "skipped.csv")
+    return target, skipped
