@@ -1,0 +1,393 @@
+"""The Blend: many meta-models trained on a labelled holdout and averaged.
+
+``Blend.fit(table)``
+
+1. builds the feature matrix (:class:`~stacker.features.FeatureSpec`: every
+   level-1 model's probabilities, optionally as logs, plus the manipulation flag);
+2. assigns rows to ``n_folds`` folds stratified by class and grouped by image id
+   (all views and manipulations of an image share a fold; :mod:`stacker.cv`);
+3. draws the members from the recipe with ``seed`` (:mod:`stacker.recipe`) and
+   fits every member on every fold's training rows, in parallel
+   (:mod:`stacker.parallel`).  Early stopping uses an inner grouped split of the
+   training rows, never the held-out fold, so the out-of-fold scores are honest;
+4. combines the members' out-of-fold probabilities by equal averaging
+   (``combine="mean"``) or by weights from greedy ensemble selection
+   (``combine="weights"``).  The blend's own out-of-fold prediction uses weights
+   fitted on the *other* folds' predictions (cross-fitted), so learning the
+   weights does not flatter the score; the final weights use all rows.
+
+Prediction averages each member's K fold models (as the 1st-place solution did)
+rather than refitting on all rows: no extra fits, and the fold models already
+stopped early on held-out data.  Then the member weights combine them.
+
+Persistence is a bundle directory (:mod:`stacker.bundle`): a JSON manifest and
+each member's fold models in their native formats; no pickle.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stacker import metrics
+from stacker.base import Transform, register
+from stacker.errors import BundleError, ConfigError, LabelError
+from stacker.features import FeatureSpec
+from stacker.metamodels import BLOCK_FAMILIES
+from stacker.metamodels.selection import ensemble_selection
+from stacker.recipe import MemberSpec, Recipe
+from stacker.table import FOLD, LABEL, PredictionTable
+
+__all__ = ["Blend", "COMBINE_RULES", "SELECTION_ITER", "class_sample_weights"]
+
+COMBINE_RULES = ("mean", "weights")
+#: Greedy steps when learning member weights (weights are multiples of 1/SELECTION_ITER).
+SELECTION_ITER = 100
+
+
+def class_sample_weights(
+    class_weight: Mapping[str, float] | str | None, y: np.ndarray, classes: tuple[str, ...] | list[str]
+) -> np.ndarray:
+    """Per-row sample weights from class weights by name, ``"balanced"`` or None (all 1)."""
+    k = len(classes)
+    if class_weight is None:
+        per_class = np.ones(k)
+    elif isinstance(class_weight, str):
+        if class_weight != "balanced":
+            raise ConfigError(f"class_weight must be a mapping, 'balanced' or None, got {class_weight!r}")
+        counts = np.bincount(y, minlength=k).astype(np.float64)
+        per_class = np.where(counts > 0, len(y) / (k * np.where(counts > 0, counts, 1)), 1.0)
+    elif isinstance(class_weight, Mapping):
+        unknown = [c for c in class_weight if c not in classes]
+        if unknown:
+            raise ConfigError(f"class_weight names unknown classes {unknown}; classes: {list(classes)}")
+        per_class = np.ones(k)
+        for c, v in class_weight.items():
+            try:
+                v = float(v)
+            except (TypeError, ValueError):
+                raise ConfigError(f"class weight of {c!r} must be a number, got {v!r}") from None
+            if not np.isfinite(v) or v <= 0:
+                raise ConfigError(f"class weight of {c!r} must be positive and finite, got {v}")
+            per_class[list(classes).index(c)] = v
+    else:
+        raise ConfigError(f"class_weight must be a mapping, 'balanced' or None, got {type(class_weight).__name__}")
+    return per_class[y]
+
+
+def _task_seed(member_seed: int, fold: int) -> int:
+    return int(np.random.default_rng([member_seed, fold]).integers(2**31 - 1))
+
+
+@register("blend")
+class Blend(Transform):
+    """Level-2 stacking: a recipe of meta-models, fitted out-of-fold and averaged.
+
+    Parameters
+    ----------
+    recipe : Recipe, str, path or None, default None
+        A :class:`~stacker.recipe.Recipe`, the name of a shipped recipe
+        (``"default"``, ``"cmi-1st-place"``, ``"fast"``, ...), or a TOML/YAML
+        file.  None means ``"default"``.
+    class_weight : mapping of class name to weight, "balanced" or None
+        Applied as sample weights to every member (and to the weight search).
+    n_folds : int, default 5
+        Folds of the grouped stratified cross-validation.
+    seed : int, default 0
+        Seeds the folds, the members' hyperparameters and their training.
+    combine : {"weights", "mean"}, default "weights"
+        Learned member weights (greedy ensemble selection on the out-of-fold
+        predictions) or equal averaging.
+    features : {"log", "proba"}, default "log"
+        Members see log-probabilities (``"log"``, alias ``"logit"``) or raw
+        probabilities.  Trees are indifferent; the MLP and logistic members do
+        better on logs.
+    n_jobs : int or None, default -1
+        Parallel fits (-1: all cores); each fit uses one thread.
+    scheduler : str or None
+        ``tcp://host:port`` of a Dask scheduler to run the fits on instead.
+    progress : bool, default False
+        Show a progress bar over the fits.
+    on_fold : callable or None
+        ``on_fold(fold, scores)`` is called as each fold completes, in fold
+        order, with the equal-weight blend's ``{"accuracy", "log_loss"}`` on that
+        fold; raising from it (e.g. ``optuna.TrialPruned``) stops the fit.
+
+    Attributes
+    ----------
+    classes_, models_ : tuple of str
+        Class order and level-1 models the Blend was fitted on.
+    members_ : list of MemberSpec
+        The sampled members.
+    weights_ : ndarray of shape (n_members,)
+        Member weights (sum to 1).
+    folds_ : ndarray of shape (n_rows,)
+        Fold of each training row.
+    oof_ : PredictionTable
+        Out-of-fold blend probabilities (model ``"blend"``).
+    member_oof_ : ndarray of shape (n_members, n_rows, n_classes)
+    scores_ : dict
+        ``{"blend": ..., "members": {name: ...}, "folds": [...]}``: accuracy,
+        log loss and per-class accuracy, each on all, unaltered and manipulated rows.
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe | str | os.PathLike[str] | None = None,
+        class_weight: Mapping[str, float] | str | None = None,
+        n_folds: int = 5,
+        seed: int = 0,
+        combine: str = "weights",
+        features: str = "log",
+        n_jobs: int | None = -1,
+        scheduler: str | None = None,
+        progress: bool = False,
+        on_fold: Callable[[int, dict[str, float]], Any] | None = None,
+    ) -> None:
+        self.recipe = recipe
+        self.class_weight = class_weight
+        self.n_folds = n_folds
+        self.seed = seed
+        self.combine = combine
+        self.features = features
+        self.n_jobs = n_jobs
+        self.scheduler = scheduler
+        self.progress = progress
+        self.on_fold = on_fold
+
+    # ------------------------------------------------------------------ fitting
+    def _check_labels(self, table: PredictionTable) -> np.ndarray:
+        src = table.source
+        if LABEL not in table.meta.columns or not table.has_labels:
+            raise LabelError("fitting a Blend needs a labelled table; it has no labels", path=src, column=LABEL)
+        y = table.y
+        missing = y < 0
+        if missing.any():
+            rows = np.flatnonzero(missing)
+            raise LabelError(
+                f"{int(missing.sum())} rows have no label; fit on labelled rows only",
+                path=src, column=LABEL, rows=rows, ids=table.meta["id"].iloc[rows[:5]].tolist(),
+            )
+        return y
+
+    def _member_kwargs(self, m: MemberSpec, spec: FeatureSpec) -> dict[str, Any]:
+        params = dict(m.params)
+        if m.family in BLOCK_FAMILIES:
+            params.update(layout=list(spec.layout), input=spec.kind)
+        return params
+
+    def fit(self, table: PredictionTable) -> Blend:
+        if self.combine not in COMBINE_RULES:
+            raise ConfigError(f"combine must be one of {COMBINE_RULES}, got {self.combine!r}")
+        recipe = Recipe.coerce(self.recipe)
+        y = self._check_labels(table)
+        spec = FeatureSpec.from_table(table, self.features)
+        w = class_sample_weights(self.class_weight, y, table.classes)
+        folds = _grouped_folds(table, y, self.n_folds, self.seed)
+        members = recipe.sample(self.seed)
+        if "keras" in {m.family for m in members}:
+            from stacker.metamodels.keras import import_keras
+
+            import_keras()  # fail before any work if the nn extra is missing
+        X = spec.transform(table)
+        groups = pd.factorize(pd.Series(table.ids, dtype=object))[0].astype(np.int64)
+        n, k, n_folds = len(y), table.n_classes, int(self.n_folds)
+        fold_rows = [np.flatnonzero(folds == f) for f in range(n_folds)]
+        train_rows = [np.flatnonzero(folds != f) for f in range(n_folds)]
+
+        # Fold-major order: early folds finish first, so on_fold can prune a trial early.
+        tasks, where = [], []
+        for f in range(n_folds):
+            for mi, m in enumerate(members):
+                tasks.append({
+                    "family": m.family, "params": self._member_kwargs(m, spec),
+                    "seed": _task_seed(m.seed, f), "train": train_rows[f], "valid": fold_rows[f],
+                })
+                where.append((mi, f))
+        from stacker.parallel import fit_member_fold, run_tasks
+
+        oof = np.zeros((len(members), n, k))
+        states: list[list[Any]] = [[None] * n_folds for _ in members]
+        seconds = np.zeros((len(members), n_folds))
+        left = [len(members)] * n_folds
+        next_fold, fold_scores = 0, []
+        shared = {"X": X, "y": y, "w": w, "groups": groups}
+        for i, res in run_tasks(fit_member_fold, tasks, shared, n_jobs=self.n_jobs,
+                                scheduler=self.scheduler, progress=self.progress, desc="blend fits"):
+            mi, f = where[i]
+            oof[mi, fold_rows[f]] = res["proba"]
+            states[mi][f] = (res["model"], res["sidecar"])
+            seconds[mi, f] = res["seconds"]
+            left[f] -= 1
+            while next_fold < n_folds and left[next_fold] == 0:
+                rows = fold_rows[next_fold]
+                p = oof[:, rows].mean(axis=0)
+                s = {"accuracy": metrics.accuracy(y[rows], p), "log_loss": metrics.log_loss(y[rows], p)}
+                fold_scores.append(s)
+                if self.on_fold is not None:
+                    self.on_fold(next_fold, s)
+                next_fold += 1
+
+        # Combine: cross-fitted weights for the blend's own OOF, all-row weights for prediction.
+        if self.combine == "mean" or len(members) == 1:
+            weights = np.full(len(members), 1.0 / len(members))
+            blend_oof = np.einsum("mnk,m->nk", oof, weights)
+        else:
+            blend_oof = np.zeros((n, k))
+            for f in range(n_folds):
+                wf = ensemble_selection(oof[:, train_rows[f]], y[train_rows[f]], SELECTION_ITER, w[train_rows[f]])
+                blend_oof[fold_rows[f]] = np.einsum("mnk,m->nk", oof[:, fold_rows[f]], wf)
+            weights = ensemble_selection(oof, y, SELECTION_ITER, w)
+
+        self.classes_ = tuple(table.classes)
+        self.models_ = tuple(table.models)
+        self.feature_spec_ = spec
+        self.recipe_ = recipe
+        self.members_ = members
+        self.weights_ = weights
+        self.folds_ = folds
+        self.member_oof_ = oof
+        self.fit_seconds_ = seconds
+        self._states = states
+        self._estimators: dict[tuple[int, int], Any] = {}
+        manip = table.manip
+        self.scores_ = {
+            "blend": metrics.score_split(y, blend_oof, manip, table.classes),
+            "members": {m.name: metrics.score_split(y, oof[mi], manip, table.classes) for mi, m in enumerate(members)},
+            "folds": fold_scores,
+        }
+        meta = table.meta.copy()
+        if FOLD not in meta.columns:
+            meta[FOLD] = pd.array(folds, dtype="Int64")
+        self.oof_ = PredictionTable(meta, blend_oof[:, None, :], table.classes, ["blend"], source=table.source,
+                                    validate=False)
+        return self
+
+    # ------------------------------------------------------------------ predicting
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "weights_"):
+            raise ConfigError("this Blend is not fitted yet; call fit(table) or Blend.load(path) first")
+
+    def _estimator(self, mi: int, f: int):
+        key = (mi, f)
+        if key not in self._estimators:
+            from stacker.metamodels import get_family
+
+            data, side = self._states[mi][f]
+            self._estimators[key] = get_family(self.members_[mi].family).from_state(data, side)
+        return self._estimators[key]
+
+    def member_proba(self, table: PredictionTable) -> np.ndarray:
+        """``(n_members, n_rows, n_classes)``: each member's fold-averaged probabilities (0 for unused members)."""
+        self._check_fitted()
+        X = self.feature_spec_.transform(table)
+        out = np.zeros((len(self.members_), len(X), len(self.classes_)))
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):
+            for mi in np.flatnonzero(self.weights_ > 0):
+                folds = [f for f in range(len(self._states[mi])) if self._states[mi][f] is not None]
+                out[mi] = np.mean([self._estimator(mi, f).predict_proba(X) for f in folds], axis=0)
+        return out
+
+    def predict_proba(self, table: PredictionTable) -> np.ndarray:
+        """``(n_rows, n_classes)`` blend probabilities in :attr:`classes_` order."""
+        p = np.einsum("mnk,m->nk", self.member_proba(table), self.weights_)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def predict(self, table: PredictionTable) -> np.ndarray:
+        """Predicted class names."""
+        return np.asarray(self.classes_, dtype=object)[np.argmax(self.predict_proba(table), axis=1)]
+
+    def transform(self, table: PredictionTable) -> PredictionTable:
+        """A one-model table (model ``"blend"``) with the input's meta columns."""
+        aligned = self.feature_spec_.align(table) if hasattr(self, "feature_spec_") else table
+        p = self.predict_proba(aligned)
+        return PredictionTable(aligned.meta.copy(), p[:, None, :], self.classes_, ["blend"],
+                               source=table.source, validate=False)
+
+    def fit_transform(self, table: PredictionTable) -> PredictionTable:
+        """Fit, then return the level-2 out-of-fold table (what a next chain step trains on)."""
+        return self.fit(table).oof_
+
+    def score(self, table: PredictionTable) -> dict[str, Any]:
+        """Scores of the blend on a labelled table (all / unaltered / manipulated rows)."""
+        aligned = self.feature_spec_.align(table)
+        y = self._check_labels(aligned)
+        return metrics.score_split(y, self.predict_proba(aligned), aligned.manip, self.classes_)
+
+    # ------------------------------------------------------------------ persistence
+    def get_state(self, directory: Path) -> dict[str, Any]:
+        from stacker.bundle import write_members
+
+        self._check_fitted()
+        params = self.get_params()
+        params.pop("on_fold", None)
+        params["recipe"] = self.recipe_.to_dict()
+        return {
+            "params": _jsonable(params),
+            "classes": list(self.classes_),
+            "models": list(self.models_),
+            "features": self.feature_spec_.to_dict(),
+            "weights": self.weights_.tolist(),
+            "members": write_members(Path(directory), self.members_, self.weights_, self._states),
+            "scores": _jsonable(self.scores_),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], directory: Path) -> Blend:
+        from stacker.bundle import read_members
+
+        try:
+            params = dict(state["params"])
+            blend = cls(**params)
+            blend.recipe_ = Recipe.from_dict(params["recipe"])
+            blend.classes_ = tuple(state["classes"])
+            blend.models_ = tuple(state["models"])
+            blend.feature_spec_ = FeatureSpec.from_dict(state["features"])
+            blend.weights_ = np.asarray(state["weights"], dtype=np.float64)
+            blend.members_, blend._states = read_members(Path(directory), state["members"])
+            blend.scores_ = state.get("scores", {})
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, BundleError):
+                raise
+            raise BundleError(f"the blend state in {str(directory)!r} is incomplete or malformed ({exc!r})") from None
+        if len(blend.weights_) != len(blend.members_):
+            raise BundleError(f"{len(blend.weights_)} member weights for {len(blend.members_)} members")
+        if blend.feature_spec_.classes != blend.classes_ or blend.feature_spec_.models != blend.models_:
+            raise BundleError("the manifest's classes/models disagree with its feature layout")
+        blend._estimators = {}
+        return blend
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write a bundle directory (manifest + native member files); replaces an existing one atomically."""
+        from stacker.bundle import save_bundle
+
+        return save_bundle(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Blend:
+        """Load a bundle written by :meth:`save`, verifying the manifest and every file's checksum."""
+        from stacker.bundle import load_bundle
+
+        return load_bundle(path)
+
+
+def _grouped_folds(table: PredictionTable, y: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    from stacker.cv import grouped_folds
+
+    try:
+        return grouped_folds(y, table.ids, n_folds, seed, classes=table.classes)
+    except LabelError as exc:
+        raise LabelError(exc.reason, path=table.source, column=LABEL, rows=exc.rows) from None
+
+
+def _jsonable(v: Any) -> Any:
+    from stacker.metamodels._base import _jsonable as j
+
+    return j(v)

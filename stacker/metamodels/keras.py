@@ -1,0 +1,146 @@
+"""Keras MLP meta-model (Keras 3 on the torch backend), imported lazily.
+
+Keras is an optional dependency (the ``nn`` extra); :func:`import_keras` raises
+a :class:`~stacker.errors.ConfigError` naming it when it is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from stacker.cv import inner_split
+from stacker.errors import ConfigError
+from stacker.metamodels._base import MetaModel
+
+__all__ = ["KerasMLPClassifier", "import_keras"]
+
+
+def import_keras():
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    try:
+        import keras
+    except ImportError as exc:
+        raise ConfigError(
+            f"Keras members need Keras 3 with torch: pip install 'stacker[nn]' ({exc})"
+        ) from None
+    return keras
+
+
+class KerasMLPClassifier(MetaModel):
+    """A small dense network with softmax output, trained with early stopping.
+
+    Inputs are standardised with statistics stored beside the model.  Early
+    stopping watches the loss on ``validation_fraction`` of the training groups
+    and restores the best weights.  Native format: ``.keras``.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default (64,)
+    activation : str, default "relu"
+    dropout : float, default 0.1
+        Dropout after each hidden layer.
+    optimizer : {"adam", "sgd"}, default "adam"
+        SGD uses Nesterov momentum 0.9.
+    learning_rate : float, default 1e-3
+    batch_size : int, default 256
+    epochs : int, default 100
+    patience : int, default 5
+    validation_fraction : float, default 0.1
+    random_state : int, default 0
+    """
+
+    family = "keras"
+    suffix = ".keras"
+
+    def __init__(
+        self,
+        hidden_layer_sizes: tuple[int, ...] = (64,),
+        activation: str = "relu",
+        dropout: float = 0.1,
+        optimizer: str = "adam",
+        learning_rate: float = 1e-3,
+        batch_size: int = 256,
+        epochs: int = 100,
+        patience: int = 5,
+        validation_fraction: float = 0.1,
+        random_state: int = 0,
+    ) -> None:
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.dropout = dropout
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+
+    def _build(self, keras, n_features: int, n_classes: int):
+        layers = [keras.Input(shape=(n_features,))]
+        for width in self.hidden_layer_sizes:
+            layers.append(keras.layers.Dense(int(width), activation=self.activation))
+            if self.dropout > 0:
+                layers.append(keras.layers.Dropout(float(self.dropout)))
+        layers.append(keras.layers.Dense(n_classes, activation="softmax"))
+        model = keras.Sequential(layers)
+        if self.optimizer == "sgd":
+            opt = keras.optimizers.SGD(learning_rate=float(self.learning_rate), momentum=0.9, nesterov=True)
+        elif self.optimizer == "adam":
+            opt = keras.optimizers.Adam(learning_rate=float(self.learning_rate))
+        else:
+            raise ConfigError(f"keras optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        model.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
+        return model
+
+    def _fit(self, X, y, w, groups) -> None:
+        keras = import_keras()
+        keras.utils.set_random_seed(int(self.random_state) % (2**31))
+        self.mean_ = X.mean(axis=0)
+        sd = X.std(axis=0)
+        self.scale_ = np.where(sd > 1e-12, sd, 1.0)
+        Z = ((X - self.mean_) / self.scale_).astype(np.float32)
+        model = self._build(keras, X.shape[1], len(self.classes_))
+        fit_kw = {}
+        tr = np.arange(len(y))
+        if self.validation_fraction > 0 and self.patience and len(y) >= 10:
+            tr, va = inner_split(y, groups, self.validation_fraction, self.random_state)
+            fit_kw["validation_data"] = (Z[va], y[va], w[va].astype(np.float32))
+            fit_kw["callbacks"] = [
+                keras.callbacks.EarlyStopping(patience=int(self.patience), restore_best_weights=True)
+            ]
+        hist = model.fit(
+            Z[tr], y[tr], sample_weight=w[tr].astype(np.float32), batch_size=int(self.batch_size),
+            epochs=int(self.epochs), shuffle=True, verbose=0, **fit_kw,
+        )
+        self.n_iter_ = len(hist.history.get("loss", []))
+        self.model_ = model
+
+    def _predict_proba(self, X):
+        Z = ((X - self.mean_) / self.scale_).astype(np.float32)
+        return np.asarray(self.model_.predict(Z, batch_size=4096, verbose=0), dtype=np.float64)
+
+    def _to_bytes(self) -> bytes:
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "model.keras"
+            self.model_.save(path)
+            return path.read_bytes()
+
+    def _from_bytes(self, data: bytes) -> None:
+        keras = import_keras()
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "model.keras"
+            path.write_bytes(data)
+            self.model_ = keras.saving.load_model(path, compile=False)
+
+    def _extra_state(self):
+        return {"mean": self.mean_, "scale": self.scale_, "n_iter": self.n_iter_}
+
+    def _set_extra_state(self, state):
+        self.mean_ = np.asarray(state["mean"], dtype=np.float64)
+        self.scale_ = np.asarray(state["scale"], dtype=np.float64)
+        self.n_iter_ = int(state.get("n_iter", 0))

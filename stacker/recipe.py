@@ -1,0 +1,269 @@
+"""Recipes: which meta-models a Blend trains, how many of each, and their hyperparameter ranges.
+
+A recipe lists *families* (``xgboost``, ``lightgbm``, ``keras``, ``logistic``,
+``pool``, ``selection``), each with a ``count`` and a table of parameters.  Each
+member draws its own parameters from the ranges with a generator seeded by the
+Blend's seed and the member's position, so the same seed gives the same members.
+
+A parameter is written as
+
+* a scalar: fixed, e.g. ``n_estimators = 1500``;
+* ``[low, high]`` of two numbers: uniform; integers when both ends are integers,
+  e.g. ``max_depth = [1, 2]``;
+* ``{low = .., high = .., log = true, int = true}``: explicit range, log-uniform
+  and/or integer;
+* ``{choices = [...]}`` or a list that is not two numbers, e.g.
+  ``optimizer = ["sgd", "adam"]``: one of the choices, uniformly.
+
+For Keras members ``n_layers`` and ``units`` expand into
+``hidden_layer_sizes`` (one width drawn per layer).
+
+TOML form (YAML is the same structure)::
+
+    name = "fast"
+    description = "..."
+    [families.xgboost]
+    count = 2
+    max_depth = [1, 2]
+    learning_rate = [0.1, 0.3]
+
+Shipped recipes are TOML files in ``stacker/recipes/``; :func:`get_recipe`
+loads them by name and :func:`list_recipes` names them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stacker.errors import ConfigError
+
+__all__ = ["Recipe", "FamilySpec", "MemberSpec", "get_recipe", "list_recipes", "DEFAULT_RECIPE", "sample_value"]
+
+#: Name of the recipe ``Blend()`` uses when none is given.
+DEFAULT_RECIPE = "default"
+
+_RESERVED = {"count"}
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_spec(family: str, name: str, spec: Any) -> None:
+    where = f"recipe family {family!r}, parameter {name!r}"
+    if isinstance(spec, dict):
+        if "choices" in spec:
+            if not isinstance(spec["choices"], list) or not spec["choices"]:
+                raise ConfigError(f"{where}: 'choices' must be a non-empty list")
+            return
+        if set(spec) - {"low", "high", "log", "int"} or "low" not in spec or "high" not in spec:
+            raise ConfigError(f"{where}: a range is {{low, high[, log][, int]}} or {{choices = [...]}}, got {spec}")
+        lo, hi = spec["low"], spec["high"]
+        if not (_is_num(lo) and _is_num(hi)) or lo > hi:
+            raise ConfigError(f"{where}: needs numbers low <= high, got {lo!r}, {hi!r}")
+        if spec.get("log") and lo <= 0:
+            raise ConfigError(f"{where}: a log range needs low > 0, got {lo}")
+    elif isinstance(spec, list):
+        if not spec:
+            raise ConfigError(f"{where}: empty list")
+        if len(spec) == 2 and all(_is_num(v) for v in spec) and spec[0] > spec[1]:
+            raise ConfigError(f"{where}: range [low, high] has low > high: {spec}")
+
+
+def sample_value(spec: Any, rng: np.random.Generator) -> Any:
+    """One draw from a parameter spec (see the module docstring)."""
+    if isinstance(spec, dict):
+        if "choices" in spec:
+            return spec["choices"][int(rng.integers(len(spec["choices"])))]
+        lo, hi = float(spec["low"]), float(spec["high"])
+        as_int = bool(spec.get("int"))
+        if spec.get("log"):
+            v = float(np.exp(rng.uniform(np.log(lo), np.log(hi + (1 if as_int else 0) - 1e-9 * as_int))))
+        else:
+            v = float(rng.uniform(lo, hi + (1 if as_int else 0)))
+        return int(min(np.floor(v), hi)) if as_int else v
+    if isinstance(spec, list):
+        if len(spec) == 2 and all(_is_num(v) for v in spec):
+            lo, hi = spec
+            if isinstance(lo, int) and isinstance(hi, int):
+                return int(rng.integers(lo, hi + 1))
+            return float(rng.uniform(lo, hi))
+        return spec[int(rng.integers(len(spec)))]
+    return spec
+
+
+@dataclass
+class FamilySpec:
+    """One family of a recipe: ``count`` members with parameters drawn from ``params``."""
+
+    family: str
+    count: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"count": self.count, **self.params}
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """One sampled member: a name, its family, concrete parameters and a seed."""
+
+    name: str
+    family: str
+    params: dict[str, Any]
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "family": self.family, "params": self.params, "seed": self.seed}
+
+
+def _expand_keras(params: dict[str, Any], rng: np.random.Generator, specs: dict[str, Any]) -> dict[str, Any]:
+    if "n_layers" in params or "units" in specs:
+        n_layers = int(params.pop("n_layers", 1))
+        params.pop("units", None)
+        unit_spec = specs.get("units", 64)
+        params["hidden_layer_sizes"] = [int(sample_value(unit_spec, rng)) for _ in range(n_layers)]
+    return params
+
+
+@dataclass
+class Recipe:
+    """A named list of meta-model families with counts and hyperparameter ranges.
+
+    Build one with :meth:`from_dict`, :meth:`from_file` (TOML or YAML) or
+    :func:`get_recipe`; :meth:`sample` draws the concrete members.
+    """
+
+    name: str
+    families: list[FamilySpec]
+    description: str = ""
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, source: str | None = None) -> Recipe:
+        from stacker.metamodels import FAMILIES
+
+        where = f"recipe {source!r}" if source else "recipe"
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: expected a table/mapping, got {type(d).__name__}")
+        fams = d.get("families")
+        if not isinstance(fams, dict) or not fams:
+            raise ConfigError(f"{where}: needs a non-empty 'families' table, e.g. [families.xgboost] count = 20")
+        unknown = set(d) - {"name", "description", "families"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+        out = []
+        for fam, body in fams.items():
+            if fam not in FAMILIES:
+                raise ConfigError(f"{where}: unknown family {fam!r}; known: {sorted(FAMILIES)}")
+            if not isinstance(body, dict):
+                raise ConfigError(f"{where}: family {fam!r} must be a table")
+            body = dict(body)
+            count = body.pop("count", 1)
+            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                raise ConfigError(f"{where}: family {fam!r} count must be a non-negative integer, got {count!r}")
+            for k, v in body.items():
+                _check_spec(fam, k, v)
+            if count:
+                out.append(FamilySpec(fam, count, body))
+        if not out:
+            raise ConfigError(f"{where}: every family has count 0")
+        return cls(str(d.get("name", source or "custom")), out, str(d.get("description", "")))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Recipe:
+        """Read a recipe from a ``.toml`` or ``.yaml``/``.yml`` file."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"recipe file {str(path)!r} does not exist")
+        text = path.read_text(encoding="utf-8")
+        try:
+            if path.suffix.lower() in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text)
+            else:
+                try:
+                    import tomllib
+                except ImportError:  # Python 3.10
+                    import tomli as tomllib
+                data = tomllib.loads(text)
+        except Exception as exc:
+            raise ConfigError(f"recipe file {str(path)!r} cannot be parsed ({exc})") from None
+        if isinstance(data, dict):
+            data.setdefault("name", path.stem)
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def default(cls) -> Recipe:
+        return get_recipe(DEFAULT_RECIPE)
+
+    @classmethod
+    def coerce(cls, recipe: Recipe | str | os.PathLike[str] | dict[str, Any] | None) -> Recipe:
+        """A Recipe from a Recipe, a shipped name, a file path, a dict, or None (the default)."""
+        if recipe is None:
+            return cls.default()
+        if isinstance(recipe, Recipe):
+            return recipe
+        if isinstance(recipe, dict):
+            return cls.from_dict(recipe)
+        s = str(recipe)
+        if s in list_recipes():
+            return get_recipe(s)
+        if Path(s).suffix.lower() in (".toml", ".yaml", ".yml") or Path(s).exists():
+            return cls.from_file(s)
+        raise ConfigError(f"unknown recipe {s!r}: not a shipped recipe ({list_recipes()}) nor a file")
+
+    # ------------------------------------------------------------------ output
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "families": {f.family: f.to_dict() for f in self.families},
+        }
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict())
+
+    @property
+    def n_members(self) -> int:
+        return sum(f.count for f in self.families)
+
+    def sample(self, seed: int = 0) -> list[MemberSpec]:
+        """The concrete members, drawn from ``seed``; each family's draws are independent."""
+        members = []
+        for fi, fam in enumerate(self.families):
+            for i in range(fam.count):
+                rng = np.random.default_rng([int(seed) % (2**32), fi, i, sum(map(ord, fam.family))])
+                params = {k: sample_value(v, rng) for k, v in fam.params.items()}
+                if fam.family == "keras":
+                    params = _expand_keras(params, rng, fam.params)
+                member_seed = int(rng.integers(2**31 - 1))
+                members.append(MemberSpec(f"{fam.family}-{i:02d}", fam.family, params, member_seed))
+        return members
+
+
+def _recipe_dir():
+    return resources.files("stacker") / "recipes"
+
+
+def list_recipes() -> list[str]:
+    """Names of the shipped recipes."""
+    return sorted(p.name[:-5] for p in _recipe_dir().iterdir() if p.name.endswith(".toml"))
+
+
+def get_recipe(name: str) -> Recipe:
+    """A shipped recipe by name (see :func:`list_recipes`)."""
+    path = _recipe_dir() / f"{name}.toml"
+    if not path.is_file():
+        raise ConfigError(f"no shipped recipe {name!r}; shipped: {list_recipes()}")
+    with resources.as_file(path) as p:
+        return Recipe.from_file(p)
