@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -197,7 +196,7 @@ def _orientation(value: Any) -> int | None:
 
 
 def _md5(path: str) -> tuple[str, int]:
-    h = hashlib.md5(usedforsecurity=False) if sys.version_info >= (3, 9) else hashlib.md5()
+    h = hashlib.md5(usedforsecurity=False)  # a content fingerprint, not security
     n = 0
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
