@@ -187,7 +187,9 @@ class Blend(Transform):
         recipe = Recipe.coerce(self.recipe)
         y = self._check_labels(table)
         spec = FeatureSpec.from_table(table, self.features)
-        w = class_sample_weights(self.class_weight, y, table.classes)
+        # A tuned recipe carries class weights; an explicit class_weight wins.
+        cw = self.class_weight if self.class_weight is not None else recipe.class_weight
+        w = class_sample_weights(cw, y, table.classes)
         folds = _grouped_folds(table, y, self.n_folds, self.seed)
         members = recipe.sample(self.seed)
         if "keras" in {m.family for m in members}:

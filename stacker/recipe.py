@@ -143,6 +143,12 @@ class Recipe:
     name: str
     families: list[FamilySpec]
     description: str = ""
+    #: Blend-wide settings a tuned recipe carries (``stacker tune`` writes them): per-class
+    #: weights (the Blend's default ``class_weight``), the TTA power-mean exponent and the
+    #: post-processing choice.  None: not set.
+    class_weight: dict[str, float] | None = None
+    tta_power: float | None = None
+    postprocess: str | None = None
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -155,9 +161,10 @@ class Recipe:
         fams = d.get("families")
         if not isinstance(fams, dict) or not fams:
             raise ConfigError(f"{where}: needs a non-empty 'families' table, e.g. [families.xgboost] count = 20")
-        unknown = set(d) - {"name", "description", "families"}
+        unknown = set(d) - {"name", "description", "families", *_SETTINGS}
         if unknown:
             raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+        settings = _check_settings(d, where)
         out = []
         for fam, body in fams.items():
             if fam not in FAMILIES:
@@ -174,7 +181,7 @@ class Recipe:
                 out.append(FamilySpec(fam, count, body))
         if not out:
             raise ConfigError(f"{where}: every family has count 0")
-        return cls(str(d.get("name", source or "custom")), out, str(d.get("description", "")))
+        return cls(str(d.get("name", source or "custom")), out, str(d.get("description", "")), **settings)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Recipe:
@@ -222,11 +229,12 @@ class Recipe:
 
     # ------------------------------------------------------------------ output
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "description": self.description,
-            "families": {f.family: f.to_dict() for f in self.families},
-        }
+        d: dict[str, Any] = {"name": self.name, "description": self.description}
+        for key in _SETTINGS:
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
+        d["families"] = {f.family: f.to_dict() for f in self.families}
+        return d
 
     def to_toml(self) -> str:
         import tomli_w
@@ -249,6 +257,31 @@ class Recipe:
                 member_seed = int(rng.integers(2**31 - 1))
                 members.append(MemberSpec(f"{fam.family}-{i:02d}", fam.family, params, member_seed))
         return members
+
+
+_SETTINGS = ("class_weight", "tta_power", "postprocess")
+_POSTPROCESS = ("none", "hungarian", "greedy", "sinkhorn")
+
+
+def _check_settings(d: dict[str, Any], where: str) -> dict[str, Any]:
+    """The optional blend-wide settings of a (tuned) recipe, checked."""
+    out: dict[str, Any] = {}
+    cw = d.get("class_weight")
+    if cw is not None:
+        if not isinstance(cw, dict) or not all(_is_num(v) and v > 0 and np.isfinite(v) for v in cw.values()):
+            raise ConfigError(f"{where}: class_weight must map class names to positive numbers, got {cw!r}")
+        out["class_weight"] = {str(k): float(v) for k, v in cw.items()}
+    p = d.get("tta_power")
+    if p is not None:
+        if not _is_num(p) or not np.isfinite(p):
+            raise ConfigError(f"{where}: tta_power must be a finite number, got {p!r}")
+        out["tta_power"] = float(p)
+    post = d.get("postprocess")
+    if post is not None:
+        if post not in _POSTPROCESS:
+            raise ConfigError(f"{where}: postprocess must be one of {list(_POSTPROCESS)}, got {post!r}")
+        out["postprocess"] = str(post)
+    return out
 
 
 def _recipe_dir():
