@@ -43,4 +43,18 @@ __all__ = [
     "MergeError",
     "BundleError",
     "ConfigError",
+    "Blend",
+    "Recipe",
+    "get_recipe",
 ]
+
+# The Blend pulls in scikit-learn; import it on first use so ``import stacker`` stays light.
+_LAZY = {"Blend": "stacker.blend", "Recipe": "stacker.recipe", "get_recipe": "stacker.recipe"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'stacker' has no attribute {name!r}")
