@@ -1,0 +1,207 @@
+"""The ``level1`` command line: ``train``, ``oof`` and ``predict``.
+
+Options map one-to-one onto :class:`level1.config.Level1Config` fields; a ``--config``
+file (TOML/YAML) gives the base values and the options given on the command line win.
+torch and timm are imported only once a command runs, so ``level1 --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from stacker.errors import StackerError
+
+__all__ = ["main", "build_parser"]
+
+S = argparse.SUPPRESS
+
+# (flags, config field, argparse kwargs)
+_DATA = [
+    (("--data",), "data", dict(help="image folder (root/<class>/*.jpg) or manifest (.csv/.parquet)")),
+    (("--path-col",), "path_col", dict(help="manifest column of image paths (default path)")),
+    (("--label-col",), "label_col", dict(help="manifest column of class names (default label)")),
+    (("--fold-col",), "fold_col", dict(help="manifest column of folds (default fold)")),
+    (("--manip-col",), "manip_col", dict(help="manifest column of 0/1 manipulation flags (default manip)")),
+    (("--kind-col",), "kind_col", dict(help="manifest column of manipulation names (default manip_kind)")),
+    (("--manip-pattern",), "manip_pattern", dict(help="regex: matching file names are already manipulated (e.g. _manip)")),
+    (("--folds",), "folds", dict(type=int, help="K for a stratified K-fold split")),
+    (("--fold",), "fold", dict(type=int, help="validate on this fold, train on the others")),
+    (("--holdout",), "holdout", dict(help="file of image ids to validate on instead of a fold")),
+    (("--seed",), "seed", dict(type=int, help="random seed (default 0)")),
+]
+_SAMPLES = [
+    (("--crop",), "crop", dict(type=int, help="training crop side, even (default 480)")),
+    (("--manip-prob",), "manip_prob", dict(type=float, help="probability of manipulating an unaltered crop (0.5)")),
+    (("--manip-backend",), "manip_backend", dict(choices=["pil", "cv2"], help="JPEG/resize library (pil)")),
+    (("--no-d4",), "d4", dict(action="store_const", const=False, help="no flips/rotations at all")),
+    (("--no-d4-classes",), "no_d4_classes", dict(help="comma-separated classes whose orientation must be kept")),
+    (("--no-balanced",), "balanced", dict(action="store_const", const=False, help="sample uniformly, not class-balanced")),
+    (("--small-images",), "small_images", dict(choices=["reflect", "skip"], help="images smaller than the crop (reflect)")),
+]
+_MODEL = [
+    (("--model",), "model", dict(help="timm model name (default efficientnet_b0)")),
+    (("--weights",), "weights", dict(help="backbone weights file (.pth/.pt/.safetensors); random init without")),
+    (("--drop-rate",), "drop_rate", dict(type=float, help="dropout before the head")),
+    (("--batch-size",), "batch_size", dict(type=int, help="training batch size (16)")),
+    (("--epochs",), "epochs", dict(type=int, help="Adam epochs (10)")),
+    (("--steps-per-epoch",), "steps_per_epoch", dict(type=int, help="batches per epoch (default: images / batch)")),
+    (("--schedule",), "schedule", dict(choices=["plateau", "cosine"], help="Adam learning-rate schedule")),
+    (("--lr",), "lr", dict(type=float, help="Adam learning rate (1e-4)")),
+    (("--weight-decay",), "weight_decay", dict(type=float)),
+    (("--plateau-patience",), "plateau_patience", dict(type=int)),
+    (("--sgd-cycles",), "sgd_cycles", dict(type=int, help="SGD cosine cycles after Adam (0)")),
+    (("--sgd-cycle-epochs",), "sgd_cycle_epochs", dict(type=int, help="epochs per SGD cycle (3)")),
+    (("--sgd-lr",), "sgd_lr", dict(type=float, help="SGD peak learning rate (1e-3)")),
+    (("--ema-decay",), "ema_decay", dict(type=float, help="keep an EMA of the weights with this decay")),
+    (("--no-amp",), "amp", dict(action="store_const", const=False, help="no mixed precision on CUDA")),
+    (("--top-k",), "top_k", dict(type=int, help="checkpoints kept by validation score (3)")),
+    (("--val-manip-weight",), "val_manip_weight", dict(type=float, help="weight of the manipulated loss (0.3)")),
+    (("--val-max-images",), "val_max_images", dict(type=int, help="validate on at most this many images")),
+]
+_PREDICT = [
+    (("--views",), "views", dict(help="comma-separated view groups: identity, d4, fivecrop")),
+    (("--manip-variants",), "manip_variants", dict(help="comma-separated manipulations (or 'all') to predict too")),
+    (("--predict-size",), "predict_size", dict(type=int, help="side of the predicted region (default: the crop)")),
+    (("--checkpoints",), "checkpoints", dict(choices=["top", "best", "last"], help="snapshot ensemble (top)")),
+    (("--batch-size-predict",), "batch_size_predict", dict(type=int)),
+]
+_RUNTIME = [
+    (("--device",), "device", dict(help="auto, cpu, cuda or cuda:N (auto)")),
+    (("--workers",), "workers", dict(type=int, help="DataLoader worker processes (0)")),
+    (("--no-progress",), "progress", dict(action="store_const", const=False, help="no progress bars")),
+]
+
+
+def _add(p: argparse.ArgumentParser, spec: list[tuple[tuple[str, ...], str, dict[str, Any]]], title: str) -> None:
+    g = p.add_argument_group(title)
+    for flags, dest, kw in spec:
+        g.add_argument(*flags, dest=f"cfg_{dest}", default=S, **kw)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from level1.config import Level1Config
+
+    cfg = Level1Config.from_file(args.config) if getattr(args, "config", None) else Level1Config()
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
+    return cfg.replace(**overrides) if overrides else cfg.validate()
+
+
+def _report_skipped(skipped: Sequence[Any], where: str | None) -> None:
+    if not skipped:
+        return
+    print(f"skipped {len(skipped)} file(s)" + (f" (listed in {where})" if where else "") + ":", file=sys.stderr)
+    for s in skipped[:20]:
+        print(f"  {s.path}: {s.reason}", file=sys.stderr)
+    if len(skipped) > 20:
+        print(f"  ... and {len(skipped) - 20} more", file=sys.stderr)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from level1.train import train_model
+
+    cfg = _config(args)
+    res = train_model(cfg, args.output, resume=args.resume, overwrite=args.overwrite)
+    _report_skipped(res.skipped, f"{args.output}/skipped.csv")
+    best = res.checkpoints[0] if res.checkpoints else None
+    print(f"run {res.run_dir}: {len(res.history)} epochs, kept {len(res.checkpoints)} checkpoints"
+          + (f", best {best['file']} (score {best['score']:.4f})" if best else ""))
+    return 0
+
+
+def _cmd_oof(args: argparse.Namespace) -> int:
+    from level1.train import train_oof
+
+    cfg = _config(args)
+    path, skipped = train_oof(cfg, args.output, test_inputs=args.test, table_path=args.table,
+                              resume=args.resume, overwrite=args.overwrite)
+    _report_skipped(skipped, f"{args.output}/skipped.csv")
+    from stacker.table import read_table
+
+    t = read_table(path)
+    print(f"wrote {path}: {len(t)} rows, {t.meta['id'].nunique()} images, model {t.models[0]}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from level1.predict import predict
+
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
+    table, skipped = predict(args.run, args.images, args.output, manifest=args.manifest, name=args.name, **overrides)
+    if skipped:
+        from pathlib import Path
+
+        from level1.data import write_skipped
+
+        where = Path(args.output).with_suffix(".skipped.csv")
+        write_skipped(skipped, where)
+        _report_skipped(skipped, str(where))
+    print(f"wrote {args.output}: {len(table)} rows, {table.meta['id'].nunique()} images, model {table.models[0]}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from stacker._version import __version__
+
+    parser = argparse.ArgumentParser(prog="level1", description="Level-1 timm CNNs whose output is a prediction table.")
+    parser.add_argument("--version", action="version", version=f"level1 (stacker {__version__})")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    for name, helptext in (("train", "train one model (one fold, a holdout, or all images)"),
+                           ("oof", "train K fold models and write the out-of-fold prediction table")):
+        p = sub.add_parser(name, help=helptext, description=helptext)
+        p.add_argument("--config", help="TOML or YAML config file; command-line options override it")
+        p.add_argument("-o", "--output", required=True, help="run directory")
+        p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing run")
+        _add(p, _DATA, "data")
+        _add(p, _SAMPLES, "samples")
+        _add(p, _MODEL, "model and training")
+        _add(p, _PREDICT, "prediction (OOF table)" if name == "oof" else "prediction defaults stored in the run")
+        _add(p, _RUNTIME, "runtime")
+        if name == "oof":
+            p.add_argument("--test", nargs="+", help="test images/folders predicted by every fold model")
+            p.add_argument("--table", help="output table (default RUN/oof.parquet)")
+        p.set_defaults(func=_cmd_train if name == "train" else _cmd_oof)
+
+    p = sub.add_parser("predict", help="predict images with a run (or an OOF run's fold models)",
+                       description="Predict images with a run's checkpoints (snapshot ensemble), TTA views and "
+                       "manipulated variants; writes a prediction table.")
+    p.add_argument("run", help="run directory (train or oof output)")
+    p.add_argument("images", nargs="*", help="image files or folders")
+    p.add_argument("--manifest", help="manifest with paths (and labels) to predict")
+    p.add_argument("-o", "--output", required=True, help="output table (parquet)")
+    p.add_argument("--name", help="model name in the table (default: the run directory's name)")
+    _add(p, _PREDICT + [_DATA[6]] + [_SAMPLES[6]], "prediction")
+    _add(p, _RUNTIME, "runtime")
+    p.set_defaults(func=_cmd_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``level1`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    if args.command == "predict" and not args.images and not args.manifest:
+        parser.error("predict: give image files/folders or --manifest")
+    try:
+        return int(args.func(args) or 0)
+    except StackerError as exc:
+        print(f"level1 {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"level1 {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        hint = f"; continue with: level1 {args.command} ... -o {args.output} --resume" if args.command != "predict" else ""
+        print(f"level1 {args.command}: interrupted{hint}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
