@@ -89,7 +89,10 @@ def describe_storage(storage: str | os.PathLike[str] | None) -> str:
     try:
         from sqlalchemy.engine import make_url
 
-        return make_url(target).render_as_string(hide_password=True)
+        url = make_url(target)
+        if url.get_backend_name() == "sqlite" and url.database:
+            return f"SQLite file {url.database}"
+        return url.render_as_string(hide_password=True)
     except Exception:
         return target
 
@@ -147,6 +150,8 @@ def open_storage(
         path = Path(target)
         if not path.parent.is_dir():
             raise StudyError(f"storage {shown}: the folder {str(path.parent)!r} does not exist")
+        if path.exists() and not path.is_file():
+            raise StudyError(f"storage {shown}: {str(path)!r} is not a file")
         from optuna.storages.journal import JournalFileBackend
 
         try:
