@@ -127,7 +127,8 @@ def _run_dask(fn, tasks, shared, scheduler: str) -> Iterator[tuple[int, Any]]:
         remote = {k: client.scatter(v, broadcast=True) for k, v in shared.items()}
         futures = [client.submit(_call, i, fn, t, remote, pure=False) for i, t in enumerate(tasks)]
         try:
-            for fut in as_completed(futures):
+            # The client is not the default one, so as_completed needs its loop.
+            for fut in as_completed(futures, loop=client.loop):
                 yield fut.result()
         finally:
             client.cancel(futures)
