@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scheduler", default=None, help="tcp://HOST:PORT of a Dask scheduler to run the fits on")
     p.add_argument("--no-prune", action="store_true", help="do not prune trials behind the median")
     p.add_argument("--sampler-seed", type=int, default=None, help="seed of the TPE sampler (default unseeded)")
+    p.add_argument("--heartbeat", type=int, default=20, metavar="SECONDS",
+                   help="heartbeat of running trials in SQLite/PostgreSQL: a trial whose process died is "
+                   "failed after two beats and retried once (default 20; 0: off)")
     p.add_argument("-q", "--quiet", action="store_true", help="no line per trial")
     add_table_options(p)
     p.set_defaults(func=run)
@@ -110,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         prune=not args.no_prune,
         sampler_seed=args.sampler_seed,
+        heartbeat_interval=args.heartbeat or None,
         callbacks=[report],
     )
     path = export_best(study, args.output)

@@ -2,7 +2,8 @@
 
 From a base :class:`~stacker.recipe.Recipe` every family gets
 
-* ``<family>.count``: an integer in ``[0, count]`` (``[0, max_count]`` when given);
+* ``<family>.count``: an integer in ``[0, count]`` (``[0, max_count]`` when given;
+  from 1 when the recipe has a single family);
 * for each range parameter ``[low, high]``: ``<family>.<param>.center`` in the
   range (log scale for log ranges) and ``<family>.<param>.width`` in ``[0, 1]``;
   the trial's range is ``center +- width * (high - low) / 2`` clipped to the base
@@ -145,11 +146,16 @@ class SearchSpace:
     def _count_high(self, count: int) -> int:
         return int(self.max_count) if self.max_count is not None else max(int(count), 1)
 
+    @property
+    def _count_low(self) -> int:
+        # A lone family must keep a member; with several, a trial may drop any of them.
+        return 1 if len(self.recipe.families) == 1 else 0
+
     def describe(self) -> dict[str, Any]:
         """Canonical JSON-able description: every parameter name with its distribution."""
         params: dict[str, Any] = {}
         for fam in self.recipe.families:
-            params[f"{fam.family}.count"] = ["int", 0, self._count_high(fam.count)]
+            params[f"{fam.family}.count"] = ["int", self._count_low, self._count_high(fam.count)]
             for name, spec in sorted(fam.params.items()):
                 rng = _as_range(spec)
                 if rng is not None:
@@ -180,7 +186,8 @@ class SearchSpace:
         """Draw a trial's settings (every parameter is suggested, so the space is static)."""
         families: dict[str, dict[str, Any]] = {}
         for fam in self.recipe.families:
-            body: dict[str, Any] = {"count": trial.suggest_int(f"{fam.family}.count", 0, self._count_high(fam.count))}
+            body: dict[str, Any] = {"count": trial.suggest_int(
+                f"{fam.family}.count", self._count_low, self._count_high(fam.count))}
             for name, spec in fam.params.items():
                 rng = _as_range(spec)
                 if rng is not None:

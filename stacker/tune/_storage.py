@@ -18,7 +18,9 @@ timeout, then one query), so a wrong host or port fails within seconds with a
 from __future__ import annotations
 
 import os
+import random
 import socket
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +39,9 @@ CONNECT_TIMEOUT = 5.0
 #: Default heartbeat interval (seconds) of RDB storages; a trial silent for twice this is stale.
 HEARTBEAT_INTERVAL = 20
 
+#: Attempts at opening an RDB storage whose tables another worker is creating at the same moment.
+_OPEN_ATTEMPTS = 6
+_CREATE_RACE = ("already exists", "duplicate key value", "UniqueViolation", "database is locked")
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 _JOURNAL_SUFFIXES = (".journal", ".log")
 _DEFAULT_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mariadb": 3306}
@@ -190,20 +195,27 @@ def open_storage(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                target,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_interval,
-                heartbeat_stale_trial_callback=callback,
-            )
-    except ModuleNotFoundError as exc:
-        raise StudyError(
-            f"storage {shown}: the database driver {exc.name!r} is not installed "
-            "(pip install 'stacker[tune]' installs psycopg2 for PostgreSQL)"
-        ) from None
-    except Exception as exc:  # SQLAlchemy's OperationalError and friends: say what the server said
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StudyError(f"storage {shown}: cannot open the study database ({first})") from None
+    for attempt in range(_OPEN_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    target,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_interval,
+                    heartbeat_stale_trial_callback=callback,
+                )
+        except ModuleNotFoundError as exc:
+            raise StudyError(
+                f"storage {shown}: the database driver {exc.name!r} is not installed "
+                "(pip install 'stacker[tune]' installs psycopg2 for PostgreSQL)"
+            ) from None
+        except Exception as exc:  # SQLAlchemy's OperationalError and friends: say what the server said
+            text = str(exc)
+            # Workers started together race to create Optuna's tables in a new database: retry.
+            if attempt + 1 < _OPEN_ATTEMPTS and any(s in text for s in _CREATE_RACE):
+                time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
+                continue
+            first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+            raise StudyError(f"storage {shown}: cannot open the study database ({first})") from None
+    raise AssertionError("unreachable")  # pragma: no cover
