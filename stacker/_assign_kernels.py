@@ -1,0 +1,468 @@
+"""Loops of the exact class-balanced assignment, compiled with numba when it is installed.
+
+Every function here is plain Python over NumPy arrays written in the subset numba
+compiles; without numba (the optional ``fast`` extra) the same code runs
+interpreted, which is exact but slow on large inputs.  Compiled functions are
+cached on disk (``cache=True``) and compiled lazily on first use, so importing
+stacker never pays for numba.
+
+The successive-shortest-path solver :func:`ssp` works on the K class nodes plus a
+node ``T`` (index K) standing for the count bounds; see :mod:`stacker.equalize`
+for the formulation.  Potentials ``h`` are kept such that every row's class is an
+argmax of ``s[i] + h[:K]``: the prices of the public API are ``h[K] - h[:K]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Probabilities below this are treated as this value (log = -690.8).
+TINY = 1e-300
+
+__all__ = ["TINY", "ssp", "bulk_argmax", "certificate_violations", "has_bad_rows", "HAVE_NUMBA", "kernels"]
+
+try:  # pragma: no cover - exercised when numba is installed
+    import numba as _numba
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover
+    _numba = None
+    HAVE_NUMBA = False
+
+
+def _select(s, assign, a, b, L, mem):
+    """Rows of ``mem`` (members of class ``a``, ascending) with the ``L`` smallest keys
+    ``s[r, a] - s[r, b]``, sorted by (key, row); ties at the cut are all kept.
+    Returns the rows and whether every member was taken."""
+    m = mem.shape[0]
+    keys = np.empty(m)
+    for j in range(m):
+        r = mem[j]
+        keys[j] = s[r, a] - s[r, b]
+    if L < m:
+        thr = np.partition(keys, L - 1)[L - 1]
+        n_sel = 0
+        for j in range(m):
+            if keys[j] <= thr:
+                n_sel += 1
+        sel = np.empty(n_sel, np.int64)
+        ks = np.empty(n_sel)
+        q = 0
+        for j in range(m):
+            if keys[j] <= thr:
+                sel[q] = mem[j]
+                ks[q] = keys[j]
+                q += 1
+    else:
+        n_sel = m
+        sel = mem.copy()
+        ks = keys
+    order = np.argsort(ks, kind="mergesort")  # stable: equal keys keep the lower row first
+    return sel[order], n_sel == m
+
+
+def _store(pool, pos, rows):
+    n = rows.shape[0]
+    if pos + n > pool.shape[0]:
+        bigger = np.empty(max(2 * pool.shape[0], pos + n + 16), np.int64)
+        bigger[:pos] = pool[:pos]
+        pool = bigger
+    pool[pos : pos + n] = rows
+    return pool, pos + n
+
+
+def _recompute(s, assign, a, b, order, cstart, pool, pos, pstart, plen, pptr, pfull, plim, nc, ncnt, M, Arg):
+    """Refresh ``M[a, b] = min over rows r in class a of s[r, a] - s[r, b]`` and its row."""
+    while True:
+        best = np.inf
+        arg = -1
+        p = pptr[a, b]
+        end = pstart[a, b] + plen[a, b]
+        while p < end and assign[pool[p]] != a:
+            p += 1
+        pptr[a, b] = p
+        if p < end:
+            r = pool[p]
+            best = s[r, a] - s[r, b]
+            arg = r
+        elif not pfull[a, b]:
+            # The sorted prefix is used up (or was never built): build it from the
+            # current members, i.e. the first members still in a plus the newcomers.
+            n0 = 0
+            for j in range(cstart[a], cstart[a + 1]):
+                if assign[order[j]] == a:
+                    n0 += 1
+            n1 = 0
+            for j in range(ncnt[a]):
+                if assign[nc[a, j]] == a:
+                    n1 += 1
+            first = np.empty(n0, np.int64)
+            q = 0
+            for j in range(cstart[a], cstart[a + 1]):
+                if assign[order[j]] == a:
+                    first[q] = order[j]
+                    q += 1
+            late = np.empty(n1, np.int64)
+            q = 0
+            for j in range(ncnt[a]):
+                if assign[nc[a, j]] == a:
+                    late[q] = nc[a, j]
+                    q += 1
+            late = np.sort(late)
+            # Merge the two ascending runs (sorting the concatenation is quadratic in numba here).
+            mem = np.empty(n0 + n1, np.int64)
+            i0 = 0
+            i1 = 0
+            for q in range(n0 + n1):
+                if i1 >= n1 or (i0 < n0 and first[i0] <= late[i1]):
+                    mem[q] = first[i0]
+                    i0 += 1
+                else:
+                    mem[q] = late[i1]
+                    i1 += 1
+            sel, full = _select(s, assign, a, b, plim[a, b], mem)
+            plim[a, b] = 2 * plim[a, b]
+            pstart[a, b] = pos
+            plen[a, b] = sel.shape[0]
+            pptr[a, b] = pos
+            pfull[a, b] = full
+            pool, pos = _store(pool, pos, sel)
+            continue
+        for j in range(ncnt[a]):
+            r = nc[a, j]
+            if assign[r] == a:
+                key = s[r, a] - s[r, b]
+                if key < best or (key == best and r < arg):
+                    best = key
+                    arg = r
+        M[a, b] = best
+        Arg[a, b] = arg
+        return pool, pos
+
+
+def _add_newcomer(nc, ncnt, assign, b, r):
+    cap = nc.shape[1]
+    if ncnt[b] == cap:
+        q = 0
+        for j in range(ncnt[b]):
+            x = nc[b, j]
+            if assign[x] == b:
+                nc[b, q] = x
+                q += 1
+        ncnt[b] = q
+        if q > cap // 2:
+            bigger = np.empty((nc.shape[0], 2 * cap), np.int64)
+            bigger[:, :cap] = nc
+            nc = bigger
+    nc[b, ncnt[b]] = r
+    ncnt[b] += 1
+    return nc
+
+
+def ssp(s, assign, h, lower, upper):
+    """Exact min-cost repair of ``assign`` to the count bounds, in place.
+
+    Parameters
+    ----------
+    s : (n, K) float64
+        Scores to maximise (log-probabilities or probabilities), all finite.
+    assign : (n,) int64
+        Start: an argmax of ``s + h[:K]`` per row.  Overwritten with the optimum.
+    h : (K + 1,) float64
+        Potentials (``h[K]`` is the bound node); updated in place.
+    lower, upper : (K,) int64
+        Count bounds with ``sum(lower) <= n <= sum(upper)``.
+
+    Returns
+    -------
+    int
+        0 on success, 1 if the bounds cannot be met (no augmenting path).
+    """
+    n, K = s.shape
+    T = K
+    cnt = np.zeros(K, np.int64)
+    for i in range(n):
+        cnt[assign[i]] += 1
+    # Flow into the bound node per class, clipped to the bounds; bound edges whose
+    # reduced cost is negative are saturated so that all reduced costs start >= 0.
+    g = np.empty(K, np.int64)
+    e = np.zeros(K + 1, np.int64)
+    tot = 0
+    for k in range(K):
+        gk = min(max(cnt[k], lower[k]), upper[k])
+        if gk < upper[k] and h[k] < h[T]:
+            gk = upper[k]
+        elif gk > lower[k] and h[k] > h[T]:
+            gk = lower[k]
+        g[k] = gk
+        e[k] = cnt[k] - gk
+        tot += gk
+    e[T] = tot - n
+    units = 0
+    for v in range(K + 1):
+        if e[v] > 0:
+            units += e[v]
+    if units == 0:
+        return 0
+
+    # Members of each class in ascending row order.
+    cstart = np.zeros(K + 1, np.int64)
+    for k in range(K):
+        cstart[k + 1] = cstart[k] + cnt[k]
+    order = np.empty(n, np.int64)  # counting sort: rows grouped by class, ascending inside
+    fill = cstart[:K].copy()
+    for i in range(n):
+        order[fill[assign[i]]] = i
+        fill[assign[i]] += 1
+
+    # Per pair (a, b) a sorted prefix of class a's rows by s[r, a] - s[r, b] is built
+    # lazily, when the pair's cheapest row first leaves a; M and Arg start from one scan.
+    L0 = 8 + units // K
+    pool = np.empty(1024, np.int64)
+    pos = 0
+    pstart = np.zeros((K, K), np.int64)
+    plen = np.zeros((K, K), np.int64)
+    pptr = np.zeros((K, K), np.int64)
+    pfull = np.zeros((K, K), np.bool_)
+    plim = np.full((K, K), L0, np.int64)
+    M = np.full((K, K), np.inf)
+    Arg = np.full((K, K), -1, np.int64)
+    for i in range(n):
+        a = assign[i]
+        sa = s[i, a]
+        for b in range(K):
+            key = sa - s[i, b]
+            if key < M[a, b]:
+                M[a, b] = key
+                Arg[a, b] = i
+    for a in range(K):
+        M[a, a] = np.inf
+        Arg[a, a] = -1
+    nc = np.empty((K, 16), np.int64)
+    ncnt = np.zeros(K, np.int64)
+
+    dist = np.empty(K + 1)
+    done = np.zeros(K + 1, np.bool_)
+    pred = np.empty(K + 1, np.int64)
+    predrow = np.empty(K + 1, np.int64)
+    while True:
+        src = -1
+        for v in range(K + 1):
+            if e[v] > 0:
+                src = v
+                break
+        if src < 0:
+            return 0
+        for v in range(K + 1):
+            dist[v] = np.inf
+            done[v] = False
+            pred[v] = -1
+            predrow[v] = -1
+        dist[src] = 0.0
+        tgt = -1
+        while True:
+            u = -1
+            du = np.inf
+            for v in range(K + 1):
+                if not done[v] and dist[v] < du:
+                    du = dist[v]
+                    u = v
+            if u < 0:
+                break
+            done[u] = True
+            if e[u] < 0:
+                tgt = u
+                break
+            if u < K:
+                hu = h[u]
+                for b in range(K):
+                    if b != u and not done[b] and Arg[u, b] >= 0:
+                        rc = M[u, b] + hu - h[b]
+                        nd = du + (rc if rc > 0.0 else 0.0)
+                        if nd < dist[b]:
+                            dist[b] = nd
+                            pred[b] = u
+                            predrow[b] = Arg[u, b]
+                if g[u] < upper[u] and not done[T]:
+                    rc = hu - h[T]
+                    nd = du + (rc if rc > 0.0 else 0.0)
+                    if nd < dist[T]:
+                        dist[T] = nd
+                        pred[T] = u
+                        predrow[T] = -1
+            else:
+                for k in range(K):
+                    if not done[k] and g[k] > lower[k]:
+                        rc = h[T] - h[k]
+                        nd = du + (rc if rc > 0.0 else 0.0)
+                        if nd < dist[k]:
+                            dist[k] = nd
+                            pred[k] = T
+                            predrow[k] = -1
+        if tgt < 0:
+            return 1
+        D = dist[tgt]
+        for v in range(K + 1):
+            h[v] += dist[v] if dist[v] < D else D
+        e[src] -= 1
+        e[tgt] += 1
+        v = tgt
+        while v != src:
+            u = pred[v]
+            if u == T:
+                g[v] -= 1
+            elif v == T:
+                g[u] += 1
+            else:
+                r = predrow[v]
+                assign[r] = v
+                for b in range(K):
+                    if b != u and Arg[u, b] == r:
+                        pool, pos = _recompute(
+                            s, assign, u, b, order, cstart, pool, pos, pstart, plen, pptr, pfull, plim, nc, ncnt, M, Arg
+                        )
+                nc = _add_newcomer(nc, ncnt, assign, v, r)
+                for c in range(K):
+                    if c != v:
+                        key = s[r, v] - s[r, c]
+                        if key < M[v, c] or (key == M[v, c] and r < Arg[v, c]):
+                            M[v, c] = key
+                            Arg[v, c] = r
+            v = u
+
+
+def _weights(h, K, log_mode):
+    """Per-class factors: ``exp(h - max h)`` (multiplicative) when that cannot underflow."""
+    hmax = h[0]
+    hmin = h[0]
+    for k in range(K):
+        hmax = max(hmax, h[k])
+        hmin = min(hmin, h[k])
+    mult = log_mode and (hmax - hmin) < 600.0
+    w = np.empty(K)
+    for k in range(K):
+        w[k] = np.exp(h[k] - hmax) if mult else h[k]
+    return w, mult
+
+
+def bulk_argmax(P, h, log_mode):
+    """Per row: argmax of ``score + h`` (lowest class on ties) and how far it leads the runner-up.
+
+    ``score`` is ``log(max(P, TINY))`` when ``log_mode`` else ``P``.  In log mode the
+    argmax is taken on ``max(P, TINY) * exp(h - max h)`` when that cannot underflow,
+    so no logarithm is computed; the lead is then the ratio best / runner-up (else
+    the difference): only its order is used.
+    """
+    n, K = P.shape
+    assign = np.empty(n, np.int64)
+    margin = np.empty(n)
+    w, mult = _weights(h, K, log_mode)
+    v = np.empty(K)
+    for i in range(n):
+        for k in range(K):
+            x = P[i, k]
+            if mult:
+                v[k] = max(x, TINY) * w[k]
+            elif log_mode:
+                v[k] = np.log(max(x, TINY)) + w[k]
+            else:
+                v[k] = x + w[k]
+        # Branch-free running top two, then the first index of the maximum.
+        best = -np.inf
+        second = -np.inf
+        for k in range(K):
+            second = max(second, min(best, v[k]))
+            best = max(best, v[k])
+        arg = K
+        for k in range(K - 1, -1, -1):
+            arg = k if v[k] == best else arg
+        assign[i] = arg
+        margin[i] = best / second if mult else best - second
+    return assign, margin
+
+
+def certificate_violations(P, assign, h, log_mode, tol):
+    """Number of rows whose class is not an argmax of ``score + h`` within ``tol``
+    (relative to ``1 + |best|`` on the score scale)."""
+    n, K = P.shape
+    w, mult = _weights(h, K, log_mode)
+    bad = 0
+    for i in range(n):
+        best = -np.inf
+        mine = 0.0
+        for k in range(K):
+            x = P[i, k]
+            if mult:
+                v = max(x, TINY) * w[k]
+            elif log_mode:
+                v = np.log(max(x, TINY)) + w[k]
+            else:
+                v = x + w[k]
+            if v > best:
+                best = v
+            if k == assign[i]:
+                mine = v
+        if mult:
+            # log(mine) >= log(best) - tol (1 + |log best|), without taking logs for the usual rows.
+            if mine < best and np.log(mine) < np.log(best) - tol * (1.0 + abs(np.log(best))):
+                bad += 1
+        elif mine < best - tol * (1.0 + abs(best)):
+            bad += 1
+    return bad
+
+
+def has_bad_rows(P):
+    """True if some row has a NaN, an infinity, a negative value or no positive value."""
+    n, K = P.shape
+    for i in range(n):
+        total = 0.0
+        low = 0.0
+        for k in range(K):
+            x = P[i, k]
+            total += x
+            low = min(low, x)
+        # NaN and inf propagate into the sum; a non-negative row with no positive value sums to 0.
+        if not (np.isfinite(total) and low >= 0.0 and total > 0.0):
+            return True
+    return False
+
+
+class _Kernels:
+    """Lazily compiled versions of the public functions (numba when available)."""
+
+    def __init__(self) -> None:
+        self._fns: dict[str, object] | None = None
+
+    def _build(self) -> dict[str, object]:
+        if not HAVE_NUMBA:
+            return {
+                "ssp": ssp,
+                "bulk_argmax": bulk_argmax,
+                "certificate_violations": certificate_violations,
+                "has_bad_rows": has_bad_rows,
+            }
+        jit = _numba.njit(cache=True, nogil=True)
+        g = globals()
+        # Helpers are compiled first and rebound so the compiled callers call compiled code.
+        g["_select"] = jit(_select)
+        g["_store"] = jit(_store)
+        g["_recompute"] = jit(_recompute)
+        g["_add_newcomer"] = jit(_add_newcomer)
+        g["_weights"] = jit(_weights)
+        return {
+            "ssp": jit(ssp),
+            "bulk_argmax": jit(bulk_argmax),
+            "certificate_violations": jit(certificate_violations),
+            "has_bad_rows": jit(has_bad_rows),
+        }
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._fns is None:
+            self._fns = self._build()
+        return self._fns[name]
+
+
+#: ``kernels.ssp(...)`` etc.: compiled on first use.
+kernels = _Kernels()

@@ -1,0 +1,622 @@
+"""Class-balanced assignment: force predicted class counts to known quotas.
+
+The exact problem
+-----------------
+Given probabilities ``P`` (N rows, K classes) and count bounds
+``lower[k] <= count[k] <= upper[k]``, give every row one class so that the total
+score ``sum_i s[i, a(i)]`` is maximal, with ``s = log P`` (default) or ``s = P``
+(``objective="prob"``).  With exact quotas, ``lower == upper``.
+
+It is a transportation problem with only K sinks, so its dual has one *price* per
+class: an assignment is optimal exactly when there are prices ``p`` such that every
+row takes an argmax of ``s[i] - p`` and the counts meet the bounds (and, with
+bounded quotas, a class below its upper bound has ``p <= 0`` and one above its lower
+bound has ``p >= 0``).  :func:`solve_assignment` finds such an assignment and its
+prices without the N x N matrix of the Hungarian method:
+
+1. start from the argmax (the optimum without quotas, prices 0);
+2. repair the counts by successive shortest paths on the K class nodes: moving a
+   row from class a to b costs ``s[i, a] - s[i, b]``, the cheapest such row per
+   pair is kept in partially sorted candidate lists, and Dijkstra with potentials
+   (the prices) finds each cheapest chain of moves;
+3. on large inputs (N > 20,000), prices are first solved on a strided 1/8 sample
+   (recursively), rows whose best class leads the runner-up by a wide margin under
+   those prices are frozen, step 2 runs on the contested rows only, and the
+   certificate over *all* rows decides whether to stop or to widen the margin.
+
+The certificate is checked at the end of every solve; the prices are returned, and
+``exp(-p)`` are per-class weights that reproduce the assignment as an argmax of
+``P * exp(-p)`` and can be reused on new data (:meth:`HungarianEqualizer.transform`
+does not re-use them: it re-solves on the new table's quotas).
+
+Zero probabilities are treated as ``1e-300`` (log = -690.8): a zero is taken only
+when the quotas force it.
+
+Ties
+----
+The result is a deterministic function of the input.  The start takes the lowest
+class index among tied maxima; the row moved along a pair of classes is the one of
+smallest loss, ties to the lowest row index; paths are explored from the lowest
+class index with an excess.  Among several optimal assignments the one reached
+this way is returned.
+
+Quotas
+------
+``quota`` is ``None`` (equal shares), one number for every class, or one number per
+class (a sequence in class order, or a ``{class: number}`` mapping).  Numbers that
+are all integers are counts; otherwise they must sum to 1 and are proportions.
+Counts must sum to the group's size.  Proportions ``pi`` (and ``None``: ``1/K``)
+give ``N * pi_k`` rows to class k; when that is not an integer the class is
+*bounded* by ``floor(N pi_k) <= count <= ceil(N pi_k)`` and the data decide which
+classes take the extra rows.  ``lower``/``upper`` give explicit bounds instead.
+
+Greedy rules (:class:`GreedyEqualizer`)
+---------------------------------------
+``"iterative"`` (the 1st place of the camera-model challenge): repeatedly, the
+class predicted most often among the free rows takes its quota of free rows by
+descending probability; those rows and that class leave the problem and the
+argmax is re-taken.  ``"topk"``: all (row, class) pairs by descending probability,
+each taken while the row is free and the class has room.
+
+Probabilities out
+-----------------
+The hard assignment is in ``labels_``/``assignment_``.  The output table holds
+``P * exp(-p)`` renormalised per row (``objective="log"``: a prior shift to the
+quota prior, whose argmax is the assignment) or, for ``objective="prob"`` and the
+greedy rules, the input probabilities; in every case rows whose argmax disagrees
+with the assignment (ties at the price margin) get their assigned and argmax values
+swapped, so the output's argmax *is* the assignment.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+import numpy as np
+import pandas as pd
+
+from stacker._assign_kernels import TINY, kernels
+from stacker.base import Transform, register
+from stacker.errors import ConfigError, ProbabilityError, SchemaError
+from stacker.table import ID, PredictionTable
+
+__all__ = [
+    "solve_assignment",
+    "greedy_assignment",
+    "check_certificate",
+    "resolve_quota",
+    "assignment_objective",
+    "HungarianEqualizer",
+    "GreedyEqualizer",
+    "QuotaSpec",
+]
+
+QuotaSpec = Union[None, float, int, Sequence[float], Mapping[str, float], np.ndarray]
+
+_SMALL = 20_000  # above this many rows, prices come from a subsample first
+_SUBSAMPLE = 8
+_CERT_TOL = 1e-9
+
+
+# ------------------------------------------------------------------ validation
+def _check_probs(P: np.ndarray, *, what: str = "probabilities") -> np.ndarray:
+    P = np.ascontiguousarray(P, dtype=np.float64)
+    if P.ndim != 2 or P.shape[1] < 2:
+        raise ConfigError(f"{what} must be a 2-d array with at least 2 classes, got shape {P.shape}")
+    if P.shape[0] == 0:
+        raise ConfigError(f"{what}: no rows to assign (empty group)")
+    if not kernels.has_bad_rows(P):  # one compiled pass; the details below only on failure
+        return P
+    finite = np.isfinite(P)
+    if not finite.all():
+        rows = np.flatnonzero(~finite.all(axis=1))
+        raise ProbabilityError(f"{what}: NaN or infinite values", rows=rows)
+    neg = (P < 0).any(axis=1)
+    if neg.any():
+        raise ProbabilityError(f"{what}: negative values", rows=np.flatnonzero(neg))
+    zero = ~(P > 0).any(axis=1)
+    if zero.any():
+        raise ProbabilityError(f"{what}: rows of all-zero probabilities have no class to prefer", rows=np.flatnonzero(zero))
+    return P
+
+
+def _check_bounds(lower: Any, upper: Any, n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    lo = np.asarray(lower)
+    up = np.asarray(upper)
+    for name, b in (("lower", lo), ("upper", up)):
+        if b.shape != (k,):
+            raise ConfigError(f"{name} quotas: expected {k} values, got shape {b.shape}")
+        if not np.all(np.isfinite(b.astype(np.float64))) or np.any(b != np.round(b)):
+            raise ConfigError(f"{name} quotas must be whole numbers, got {b.tolist()}")
+        if np.any(b < 0):
+            raise ConfigError(f"negative {name} quota: {b.tolist()}")
+    lo = lo.astype(np.int64)
+    up = up.astype(np.int64)
+    if np.any(lo > up):
+        k0 = int(np.flatnonzero(lo > up)[0])
+        raise ConfigError(f"lower quota {lo[k0]} exceeds upper quota {up[k0]} for class {k0}")
+    if lo.sum() > n:
+        raise ConfigError(f"quotas ask for at least {int(lo.sum())} rows but there are only {n}")
+    if up.sum() < n:
+        raise ConfigError(f"quotas place at most {int(up.sum())} rows but there are {n}")
+    return lo, up
+
+
+# ---------------------------------------------------------------------- quotas
+def resolve_quota(
+    quota: QuotaSpec,
+    n: int,
+    classes: Sequence[str],
+    *,
+    lower: QuotaSpec = None,
+    upper: QuotaSpec = None,
+    group: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Turn a quota specification into integer ``(lower, upper)`` count bounds for ``n`` rows.
+
+    See the module docstring for the forms accepted and the rounding rule.
+    """
+    k = len(classes)
+    where = f" (group {group})" if group is not None else ""
+    if n <= 0:
+        raise ConfigError(f"empty group{where}: no rows to assign")
+    if lower is not None or upper is not None:
+        if quota is not None:
+            raise ConfigError("give either quota or lower/upper bounds, not both")
+        lo = np.zeros(k, np.int64) if lower is None else _as_counts(lower, n, classes, "lower", math.floor, where)
+        up = np.full(k, n, np.int64) if upper is None else _as_counts(upper, n, classes, "upper", math.ceil, where)
+    elif quota is None:
+        lo = np.full(k, n // k, np.int64)
+        up = np.full(k, -(-n // k), np.int64)
+    else:
+        values = _per_class(quota, classes, "quota")
+        if np.all(values == np.round(values)) and not _looks_like_proportions(values, n):
+            lo = up = values.astype(np.int64)
+            if lo.sum() != n:
+                raise ConfigError(f"quotas sum to {int(lo.sum())} but the group{where} has {n} rows")
+        else:
+            if abs(values.sum() - 1.0) > 1e-6:
+                raise ConfigError(
+                    f"quota proportions sum to {values.sum():g}, not 1 (counts must be whole numbers)"
+                )
+            lo = np.floor(values * n + 1e-9).astype(np.int64)
+            up = np.ceil(values * n - 1e-9).astype(np.int64)
+    try:
+        return _check_bounds(lo, up, n, k)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}{where}") from None
+
+
+def _looks_like_proportions(values: np.ndarray, n: int) -> bool:
+    # [1, 0, 0] sums to 1: read it as proportions only when counts could not fit n rows.
+    return bool(abs(values.sum() - 1.0) < 1e-9 and n != 1)
+
+
+def _per_class(spec: Any, classes: Sequence[str], name: str) -> np.ndarray:
+    k = len(classes)
+    if isinstance(spec, Mapping):
+        unknown = [c for c in spec if c not in classes]
+        if unknown:
+            raise ConfigError(f"{name} names unknown classes {unknown}; classes: {list(classes)}")
+        missing = [c for c in classes if c not in spec]
+        if missing:
+            raise ConfigError(f"{name} lacks classes {missing}")
+        values = np.array([float(spec[c]) for c in classes])
+    elif np.ndim(spec) == 0:
+        values = np.full(k, float(spec))
+    else:
+        values = np.asarray(spec, dtype=np.float64).ravel()
+        if values.shape != (k,):
+            raise ConfigError(f"{name}: expected {k} values (one per class), got {values.size}")
+    if not np.all(np.isfinite(values)):
+        raise ConfigError(f"{name} has NaN or infinite values: {values.tolist()}")
+    if np.any(values < 0):
+        raise ConfigError(f"negative {name}: {values.tolist()}")
+    return values
+
+
+def _as_counts(spec, n, classes, name, rounding, where) -> np.ndarray:
+    """Bounds as counts (whole numbers) or proportions (any fraction; rounded outwards)."""
+    values = _per_class(spec, classes, name)
+    if np.all(values == np.round(values)):
+        return values.astype(np.int64)
+    if np.any(values > 1):
+        raise ConfigError(f"{name} bounds{where} mix proportions and counts: {values.tolist()}")
+    nudge = 1e-9 if rounding is math.floor else -1e-9
+    return np.array([rounding(v * n + nudge) for v in values], np.int64)
+
+
+# --------------------------------------------------------------------- solving
+def _scores(P: np.ndarray, log_mode: bool) -> np.ndarray:
+    return np.log(np.maximum(P, TINY)) if log_mode else P.copy()
+
+
+def _solve(P: np.ndarray, lo: np.ndarray, up: np.ndarray, log_mode: bool) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Assignment, potentials ``h`` (K + 1) and whether the row certificate was already checked."""
+    n, k = P.shape
+    if n <= _SMALL:
+        S = _scores(P, log_mode)
+        h = np.zeros(k + 1)
+        assign = np.argmax(S, axis=1).astype(np.int64)
+        if kernels.ssp(S, assign, h, lo, up) != 0:  # pragma: no cover - bounds are checked before
+            raise ConfigError(f"the quotas cannot be met (lower {lo.tolist()}, upper {up.tolist()})")
+        return assign, h, False
+    # Prices from a strided sample: bounds scaled down, rounded outwards so they stay feasible.
+    m = n // _SUBSAMPLE
+    idx = np.arange(m, dtype=np.int64) * _SUBSAMPLE
+    slo = np.floor(lo * (m / n)).astype(np.int64)
+    sup = np.minimum(np.ceil(up * (m / n)).astype(np.int64), m)
+    h = _solve(np.ascontiguousarray(P[idx]), slo, sup, log_mode)[1]
+    for attempt in range(12):
+        assign, margin = kernels.bulk_argmax(P, h, log_mode)
+        cnt = np.bincount(assign, minlength=k)
+        units = int(np.maximum(cnt - up, 0).sum() + np.maximum(lo - cnt, 0).sum())
+        target = (16 * units + 64 * k + 1024) * 4**attempt
+        if target >= n:
+            cand = np.arange(n)
+        else:
+            delta = np.partition(margin, target)[target]
+            cand = np.flatnonzero(margin <= delta)
+        fixed_cnt = cnt - np.bincount(assign[cand], minlength=k)
+        clo = np.maximum(lo - fixed_cnt, 0)
+        cup = up - fixed_cnt
+        nc = len(cand)
+        if nc < n and ((cup < 0).any() or clo.sum() > nc or cup.sum() < nc):
+            continue
+        S = _scores(np.ascontiguousarray(P[cand]), log_mode)
+        sub = np.ascontiguousarray(assign[cand])
+        hh = h.copy()
+        code = kernels.ssp(S, sub, hh, clo, cup)
+        if code != 0:
+            if nc == n:  # pragma: no cover - bounds are checked before
+                raise ConfigError(f"the quotas cannot be met (lower {lo.tolist()}, upper {up.tolist()})")
+            continue
+        assign[cand] = sub
+        if kernels.certificate_violations(P, assign, hh, log_mode, _CERT_TOL) == 0:
+            return assign, hh, True
+        h = hh
+    raise RuntimeError("exact assignment did not converge")  # pragma: no cover
+
+
+def solve_assignment(
+    proba: np.ndarray,
+    lower: np.ndarray | Sequence[int],
+    upper: np.ndarray | Sequence[int] | None = None,
+    *,
+    objective: str = "log",
+    check: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact class-balanced assignment maximising the total log-probability (or probability).
+
+    Parameters
+    ----------
+    proba : ndarray of shape (n, K)
+        Non-negative scores per row and class (probabilities; rows need not sum to 1).
+    lower, upper : array of K ints
+        Count bounds; ``upper=None`` means exact quotas ``lower``.
+    objective : {"log", "prob"}
+        Maximise ``sum log P[i, a(i)]`` (zeros as 1e-300) or ``sum P[i, a(i)]``.
+    check : bool, default True
+        Verify the optimality certificate (one extra pass).
+
+    Returns
+    -------
+    assignment : ndarray of shape (n,), int64
+        The class index of each row.
+    prices : ndarray of shape (K,)
+        Class prices: each row's class is an argmax of ``score - prices``.  With exact
+        quotas they are shifted so the smallest is 0; with bounds, a class strictly
+        inside its bounds has price 0.  ``exp(-prices)`` are per-class weights.
+    """
+    log_mode = _objective(objective)
+    P = _check_probs(np.asarray(proba))
+    n, k = P.shape
+    lo, up = _check_bounds(lower, lower if upper is None else upper, n, k)
+    assign, h, rows_checked = _solve(P, lo, up, log_mode)
+    prices = h[k] - h[:k]
+    if np.array_equal(lo, up):
+        prices = prices - prices.min()
+    if check:
+        ok, why = check_certificate(P, assign, prices, lo, up, objective=objective, rows=not rows_checked)
+        if not ok:  # pragma: no cover - a bug, not bad input
+            raise RuntimeError(f"optimality certificate failed: {why}")
+    return assign, prices
+
+
+def _objective(objective: str) -> bool:
+    if objective not in ("log", "prob"):
+        raise ConfigError(f"objective must be 'log' or 'prob', got {objective!r}")
+    return objective == "log"
+
+
+def check_certificate(
+    proba: np.ndarray,
+    assignment: np.ndarray,
+    prices: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    *,
+    objective: str = "log",
+    tol: float = _CERT_TOL,
+    rows: bool = True,
+) -> tuple[bool, str]:
+    """Check that ``assignment`` is optimal, certified by ``prices``.
+
+    True when the counts meet the bounds, every row's class is an argmax of
+    ``score - prices`` (within ``tol`` relative), and with bounded quotas every class
+    below its upper bound has ``price <= 0`` and every class above its lower bound
+    has ``price >= 0``.  Returns ``(ok, reason)``.  ``rows=False`` skips the
+    per-row check (done already by the solver on large inputs).
+    """
+    log_mode = _objective(objective)
+    P = np.ascontiguousarray(proba, dtype=np.float64)
+    a = np.ascontiguousarray(assignment, dtype=np.int64)
+    k = P.shape[1]
+    lower = np.asarray(lower)
+    upper = np.asarray(upper)
+    cnt = np.bincount(a, minlength=k)
+    if (cnt < lower).any() or (cnt > upper).any():
+        return False, f"counts {cnt.tolist()} outside [{lower.tolist()}, {upper.tolist()}]"
+    h = np.append(-np.asarray(prices, dtype=np.float64), 0.0)
+    bad = kernels.certificate_violations(P, a, h, log_mode, tol) if rows else 0
+    if bad:
+        return False, f"{bad} rows are not at an argmax of score - prices"
+    scale = tol * (1.0 + np.abs(prices).max())
+    if not np.array_equal(lower, upper):
+        if ((cnt < upper) & (prices > scale)).any() or ((cnt > lower) & (prices < -scale)).any():
+            return False, "a class strictly inside its bounds has a non-zero price"
+    return True, ""
+
+
+def assignment_objective(proba: np.ndarray, assignment: np.ndarray, objective: str = "log") -> float:
+    """Total score of an assignment (zeros as 1e-300 under the log objective)."""
+    P = np.asarray(proba, dtype=np.float64)
+    picked = P[np.arange(len(P)), np.asarray(assignment)]
+    return float(np.log(np.maximum(picked, TINY)).sum() if _objective(objective) else picked.sum())
+
+
+def greedy_assignment(
+    proba: np.ndarray, lower: np.ndarray | Sequence[int], upper=None, *, method: str = "iterative"
+) -> np.ndarray:
+    """Greedy class-balanced assignment (see the module docstring for the two rules).
+
+    With bounds, a class takes up to ``upper`` rows while leaving enough rows for
+    the lower bounds of the classes still open.
+    """
+    P = _check_probs(np.asarray(proba))
+    n, k = P.shape
+    lo, up = _check_bounds(lower, lower if upper is None else upper, n, k)
+    assign = np.full(n, -1, np.int64)
+    if method == "iterative":
+        free = np.ones(n, bool)
+        open_ = np.ones(k, bool)
+        while open_.any():
+            rows = np.flatnonzero(free)
+            cls = np.flatnonzero(open_)
+            sub = P[np.ix_(rows, cls)]
+            votes = np.bincount(np.argmax(sub, axis=1), minlength=len(cls))
+            j = int(np.argmax(votes))  # most predicted, lowest class index on ties
+            c = cls[j]
+            room = len(rows) - int(lo[open_].sum() - lo[c])
+            take = min(int(up[c]), room) if open_.sum() > 1 else len(rows)
+            # Descending probability, lower row index first on ties.
+            order = np.argsort(-sub[:, j], kind="stable")[:take]
+            assign[rows[order]] = c
+            free[rows[order]] = False
+            open_[c] = False
+    elif method == "topk":
+        order = np.argsort(-P, axis=None, kind="stable")
+        need_lo = lo.copy()
+        taken = np.zeros(k, np.int64)
+        left = n
+        for flat in order:
+            i, c = divmod(int(flat), k)
+            if assign[i] >= 0 or taken[c] >= up[c]:
+                continue
+            # Taking a row for c must leave enough free rows for the other classes' minimums.
+            if need_lo.sum() - (need_lo[c] > 0) > left - 1:
+                continue
+            assign[i] = c
+            taken[c] += 1
+            need_lo[c] = max(need_lo[c] - 1, 0)
+            left -= 1
+            if left == 0:
+                break
+    else:
+        raise ConfigError(f"greedy method must be 'iterative' or 'topk', got {method!r}")
+    cnt = np.bincount(assign[assign >= 0], minlength=k)
+    if (assign < 0).any() or (cnt < lo).any() or (cnt > up).any():  # pragma: no cover
+        raise RuntimeError("greedy assignment missed the quotas")
+    return assign
+
+
+# ------------------------------------------------------------------ transforms
+def _output_proba(P: np.ndarray, assign: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+    out = P * weights if weights is not None else P.copy()
+    s = out.sum(axis=1, keepdims=True)
+    out = out / np.where(s > 0, s, 1.0)
+    wrong = np.flatnonzero(np.argmax(out, axis=1) != assign)
+    if len(wrong):
+        top = np.argmax(out[wrong], axis=1)
+        a = assign[wrong]
+        hi = out[wrong, top].copy()
+        out[wrong, top] = out[wrong, a]
+        out[wrong, a] = hi
+        # Exact ties with a lower class index: shave the competitors by a relative 1e-9.
+        still = wrong[np.argmax(out[wrong], axis=1) != a]
+        for i in still:
+            mx = out[i, assign[i]]
+            comp = (out[i] >= mx) & (np.arange(out.shape[1]) != assign[i])
+            out[i, comp] = mx * (1 - 1e-9)
+            out[i] /= out[i].sum()
+    return out
+
+
+@dataclass
+class _Group:
+    name: str
+    rows: np.ndarray
+
+
+class _Equalizer(Transform):
+    """Shared parts of the equalizers: model choice, grouping, output table."""
+
+    def _proba(self, table: PredictionTable) -> tuple[np.ndarray, str]:
+        model = getattr(self, "model", None)
+        if model is not None:
+            return table.proba(model), str(model)
+        if table.n_models == 1:
+            return table.probs[:, 0, :], table.models[0]
+        return table.probs.mean(axis=1), "mean"
+
+    def _groups(self, table: PredictionTable) -> list[_Group]:
+        by = getattr(self, "by", None)
+        if by is None:
+            return [_Group("all", np.arange(len(table)))]
+        cols = [by] if isinstance(by, str) else list(by)
+        missing = [c for c in cols if c not in table.meta.columns]
+        if missing:
+            raise SchemaError(
+                f"no group column {missing[0]!r}; columns: {list(table.meta.columns)}",
+                path=table.source,
+                column=missing[0],
+            )
+        frame = table.meta[cols]
+        null = frame.isna().any(axis=1).to_numpy()
+        if null.any():
+            rows = np.flatnonzero(null)
+            raise SchemaError(
+                "rows with a null group value", path=table.source, column=cols[0], rows=rows,
+                ids=table.meta[ID].iloc[rows[:5]].tolist(),
+            )
+        codes, uniques = pd.MultiIndex.from_frame(frame).factorize(sort=True) if len(cols) > 1 else pd.factorize(
+            frame[cols[0]], sort=True
+        )
+        out = []
+        for g, value in enumerate(uniques):
+            out.append(_Group(f"{'/'.join(cols)}={value}", np.flatnonzero(codes == g)))
+        return out
+
+    def _bounds(self, n: int, classes: Sequence[str], group: str) -> tuple[np.ndarray, np.ndarray]:
+        return resolve_quota(
+            self.quota, n, classes, lower=getattr(self, "lower", None), upper=getattr(self, "upper", None),
+            group=group,
+        )
+
+    def _assign(self, P: np.ndarray, lo: np.ndarray, up: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        raise NotImplementedError
+
+    def transform(self, table: PredictionTable) -> PredictionTable:
+        P_all, name = self._proba(table)
+        n, k = P_all.shape
+        assign = np.empty(n, np.int64)
+        out = np.empty_like(P_all)
+        prices: dict[str, list[float]] = {}
+        for grp in self._groups(table):
+            P = P_all[grp.rows]
+            try:
+                _check_probs(P)
+            except ProbabilityError as exc:
+                rows = grp.rows[exc.rows or []]
+                raise ProbabilityError(
+                    f"{exc.reason} ({grp.name}, model {name!r})", path=table.source, rows=rows,
+                    ids=table.meta[ID].iloc[rows].tolist(),
+                ) from None
+            lo, up = self._bounds(len(grp.rows), table.classes, grp.name)
+            a, p = self._assign(P, lo, up)
+            assign[grp.rows] = a
+            out[grp.rows] = _output_proba(P, a, None if p is None or self._weights_off() else np.exp(-(p - p.min())))
+            if p is not None:
+                prices[grp.name] = p.tolist()
+        self.assignment_ = assign
+        self.labels_ = np.asarray(table.classes, dtype=object)[assign]
+        self.prices_ = prices
+        self.output_model_ = name
+        return table.replace(probs=out[:, None, :], models=[name])
+
+    def _weights_off(self) -> bool:
+        return getattr(self, "objective", "log") != "log"
+
+    def predict(self, table: PredictionTable) -> np.ndarray:
+        """Assigned class name per row."""
+        self.transform(table)
+        return self.labels_
+
+
+@register("hungarian")
+class HungarianEqualizer(_Equalizer):
+    """Exact class-balanced assignment per group (see :mod:`stacker.equalize`).
+
+    Parameters
+    ----------
+    quota : None, number, sequence or mapping, default None
+        Per-class quota: counts or proportions (module docstring); None: equal shares,
+        floor/ceil bounded when the group size is not a multiple of K.
+    by : str or list of str, optional
+        Meta column(s) to equalize within, e.g. ``"manip"``.
+    lower, upper : number, sequence or mapping, optional
+        Explicit count (or proportion) bounds instead of ``quota``.
+    objective : {"log", "prob"}, default "log"
+        Maximise the total log-probability or the total probability.
+    model : str, optional
+        The model to equalize; default: the only model, or the arithmetic mean of all.
+
+    Attributes
+    ----------
+    assignment_ : ndarray of int
+        Class index per row of the last transformed table.
+    labels_ : ndarray of str
+        Class name per row.
+    prices_ : dict
+        Group name -> class prices (weights ``exp(-price)``).
+    """
+
+    def __init__(
+        self,
+        quota: QuotaSpec = None,
+        by: str | list[str] | None = None,
+        lower: QuotaSpec = None,
+        upper: QuotaSpec = None,
+        objective: str = "log",
+        model: str | None = None,
+    ) -> None:
+        self.quota = quota
+        self.by = by
+        self.lower = lower
+        self.upper = upper
+        self.objective = objective
+        self.model = model
+
+    def _assign(self, P, lo, up):
+        return solve_assignment(P, lo, up, objective=self.objective)
+
+
+@register("greedy")
+class GreedyEqualizer(_Equalizer):
+    """Greedy class-balanced assignment per group: ``"iterative"`` (1st place) or ``"topk"``.
+
+    Parameters are those of :class:`HungarianEqualizer` (no ``objective``), plus
+    ``method``.  The output probabilities are the input ones (argmax fixed up).
+    """
+
+    def __init__(
+        self,
+        quota: QuotaSpec = None,
+        by: str | list[str] | None = None,
+        lower: QuotaSpec = None,
+        upper: QuotaSpec = None,
+        method: str = "iterative",
+        model: str | None = None,
+    ) -> None:
+        self.quota = quota
+        self.by = by
+        self.lower = lower
+        self.upper = upper
+        self.method = method
+        self.model = model
+
+    def _assign(self, P, lo, up):
+        return greedy_assignment(P, lo, up, method=self.method), None
