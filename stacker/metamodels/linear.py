@@ -42,6 +42,7 @@ class LogisticMetaClassifier(MetaModel):
         self.scale_ = np.where(scale > 1e-12, scale, 1.0)
         lr = LogisticRegression(C=float(self.C), max_iter=int(self.max_iter), random_state=self.random_state)
         lr.fit((X - self.mean_) / self.scale_, y, sample_weight=w)
+        self.n_iter_ = int(np.max(lr.n_iter_))
         coef, icpt = lr.coef_, lr.intercept_
         if coef.shape[0] == 1:  # binary: sklearn stores one row; make it a two-class softmax
             coef = np.vstack([np.zeros_like(coef[0]), coef[0]])
@@ -58,3 +59,9 @@ class LogisticMetaClassifier(MetaModel):
     def _from_bytes(self, data: bytes) -> None:
         for k, v in json.loads(data).items():
             setattr(self, k, np.asarray(v, dtype=np.float64))
+
+    def _extra_state(self):
+        return {"n_iter": self.n_iter_}
+
+    def _set_extra_state(self, state):
+        self.n_iter_ = int(state.get("n_iter", 0))

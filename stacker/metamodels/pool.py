@@ -28,7 +28,8 @@ class LogLinearPool(MetaModel):
     ----------
     layout : (n_models, n_classes) or None
         Block structure of the first ``n_models * n_classes`` features (extra
-        columns such as the manipulation flag are ignored); None infers
+        columns such as the manipulation flag are ignored); column ``k`` of each
+        block is the probability of ``classes_[k]`` (the sorted labels). None infers
         ``n_features // n_classes`` blocks.
     input : {"proba", "log"}, default "proba"
         Whether the blocks hold probabilities or log-probabilities/logits.
