@@ -4,7 +4,8 @@ The equalizers (and Sinkhorn balancing) assume a batch with the same number of
 images of every class, as the challenge's test set had (264 per class).  The
 out-of-fold rows of a holdout rarely are balanced, so each post-processing
 choice is scored on ``n_resamples`` balanced resamples of the out-of-fold rows:
-per class, the same number of rows drawn without replacement.  The resamples
+per class, the same number of rows (default: half the smallest class) drawn
+without replacement.  The resamples
 depend only on the labels and the seed, so every trial of a study is scored on
 the same ones (common random numbers: differences between trials are not
 resampling noise).
@@ -95,14 +96,15 @@ def balanced_resamples(
 ) -> list[np.ndarray]:
     """``n_resamples`` arrays of row positions, each with ``per_class`` rows of every class.
 
-    ``per_class`` defaults to the size of the smallest class; classes absent
+    ``per_class`` defaults to half the size of the smallest class, so that
+    resamples differ even when the rows are balanced already; classes absent
     from ``y`` are ignored.
     """
     y = np.asarray(y)
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) == 0:
         return []
-    m = int(counts.min()) if per_class is None else min(int(per_class), int(counts.min()))
+    m = max(1, int(counts.min()) // 2) if per_class is None else min(int(per_class), int(counts.min()))
     if m < 1:
         raise ConfigError("balanced resamples need at least one row of every class")
     members = [np.flatnonzero(y == k) for k in classes]

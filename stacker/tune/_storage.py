@@ -169,7 +169,7 @@ def open_storage(
 
     try:
         url = make_url(target)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:
         raise StudyError(f"storage {shown}: not a valid database URL ({exc})") from None
     backend = url.get_backend_name()
     engine_kwargs: dict[str, Any] = {}

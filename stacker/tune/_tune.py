@@ -267,7 +267,7 @@ def tune(
         Search per-class weights.
     n_resamples, resample_size : int
         Balanced resamples of the OOF rows and rows per class in each
-        (default: the smallest class's size).
+        (default: half the smallest class).
     timeout : float, optional
         Stop starting trials after this many seconds.
     max_trials : int, optional
