@@ -20,8 +20,11 @@ from stacker.errors import (
     TableError,
     TableReadError,
 )
+from stacker.chain import Chain, load_chain
+from stacker.equalize import GreedyEqualizer, HungarianEqualizer, greedy_assignment, solve_assignment
 from stacker.merge import merge_tables
 from stacker.table import PredictionTable, read_table, write_table
+from stacker.transforms import PowerMean, PriorShift, SinkhornEqualizer, TemperatureScaling
 
 __all__ = [
     "__version__",
@@ -43,6 +46,16 @@ __all__ = [
     "MergeError",
     "BundleError",
     "ConfigError",
+    "Chain",
+    "load_chain",
+    "HungarianEqualizer",
+    "GreedyEqualizer",
+    "SinkhornEqualizer",
+    "PowerMean",
+    "PriorShift",
+    "TemperatureScaling",
+    "solve_assignment",
+    "greedy_assignment",
     "Blend",
     "Recipe",
     "get_recipe",

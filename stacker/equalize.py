@@ -254,7 +254,7 @@ def _solve(P: np.ndarray, lo: np.ndarray, up: np.ndarray, log_mode: bool) -> tup
         assign, margin = kernels.bulk_argmax(P, h, log_mode)
         cnt = np.bincount(assign, minlength=k)
         units = int(np.maximum(cnt - up, 0).sum() + np.maximum(lo - cnt, 0).sum())
-        target = (16 * units + 64 * k + 1024) * 4**attempt
+        target = (4 * units + 32 * k + 512) * 4**attempt
         if target >= n:
             cand = np.arange(n)
         else:
@@ -455,6 +455,18 @@ def _output_proba(P: np.ndarray, assign: np.ndarray, weights: np.ndarray | None)
     return out
 
 
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
 @dataclass
 class _Group:
     name: str
@@ -536,6 +548,9 @@ class _Equalizer(Transform):
         self.prices_ = prices
         self.output_model_ = name
         return table.replace(probs=out[:, None, :], models=[name])
+
+    def get_state(self, directory) -> dict[str, Any]:
+        return {"params": {k: _jsonable(v) for k, v in self.get_params().items()}}
 
     def _weights_off(self) -> bool:
         return getattr(self, "objective", "log") != "log"

@@ -19,7 +19,7 @@ from stacker.errors import StackerError
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 #: Sub-command modules (``stacker.cli._<name>``), in the order ``--help`` lists them.
-COMMANDS: list[str] = ["inspect", "merge", "aggregate", "demo", "fit", "predict", "tune"]
+COMMANDS: list[str] = ["inspect", "merge", "aggregate", "demo", "fit", "predict", "tune", "equalize"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,211 @@
+"""A chain of transforms fitted on a holdout table and applied to a test table.
+
+``Chain([PowerMean(p=0), blend, HungarianEqualizer(by="manip")])`` fits each
+step on what the previous one returns from ``fit_transform`` (out-of-fold for
+learners, see :mod:`stacker.base`), and ``transform`` runs the fitted steps in
+order.  Any registered :class:`~stacker.base.Transform` can be a step, a Chain
+included.
+
+Saved form: a directory holding ``chain.json`` and one sub-directory per step::
+
+    chain.json        {"format": "stacker-chain", "version": 1,
+                       "steps": [{"kind", "dir", "state"}, ...],
+                       "files": {"<relative path>": "<sha256>", ...}}
+    00-power_mean/    native files the step wrote in get_state (may be empty)
+    01-blend/
+    ...
+
+Loading checks the JSON, refuses unknown kinds, missing step directories and any
+file whose SHA-256 differs from the one recorded (:class:`~stacker.errors.BundleError`).
+The directory is written atomically (temporary directory, then rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from stacker._io import atomic_dir
+from stacker.base import Transform, get_transform_class, register
+from stacker.errors import BundleError, ConfigError
+from stacker.table import PredictionTable
+
+__all__ = ["Chain", "load_chain", "CHAIN_FORMAT", "CHAIN_VERSION"]
+
+CHAIN_FORMAT = "stacker-chain"
+CHAIN_VERSION = 1
+_JSON = "chain.json"
+#: Modules that register the built-in kinds, imported on demand when a chain is loaded
+#: (some, like the Blend, are imported lazily by ``stacker``).
+_KIND_MODULES = {
+    "blend": "stacker.blend",
+    "hungarian": "stacker.equalize",
+    "greedy": "stacker.equalize",
+    "power_mean": "stacker.transforms",
+    "prior_shift": "stacker.transforms",
+    "temperature": "stacker.transforms",
+    "sinkhorn": "stacker.transforms",
+}
+
+
+def _transform_class(kind: str) -> type[Transform]:
+    if kind in _KIND_MODULES:
+        import importlib
+
+        try:
+            importlib.import_module(_KIND_MODULES[kind])
+        except ImportError as exc:
+            raise BundleError(f"transform kind {kind!r} needs {_KIND_MODULES[kind]}, which cannot be imported: {exc}") from None
+    return get_transform_class(kind)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _files_under(root: Path) -> dict[str, str]:
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for name in sorted(names):
+            p = Path(dirpath) / name
+            rel = p.relative_to(root).as_posix()
+            if rel != _JSON:
+                out[rel] = _sha256(p)
+    return dict(sorted(out.items()))
+
+
+@register("chain")
+class Chain(Transform):
+    """Transforms applied in order.
+
+    Parameters
+    ----------
+    steps : sequence of Transform
+        The steps; each must be a registered :class:`~stacker.base.Transform`.
+    """
+
+    def __init__(self, steps: Sequence[Transform] = ()) -> None:
+        self.steps = list(steps)
+
+    def _check_steps(self) -> None:
+        if not self.steps:
+            raise ConfigError("a chain needs at least one step")
+        for i, step in enumerate(self.steps):
+            if not isinstance(step, Transform) or not type(step).kind:
+                raise ConfigError(f"chain step {i} ({step!r}) is not a registered stacker Transform")
+
+    def fit(self, table: PredictionTable) -> Chain:
+        self.fit_transform(table)
+        return self
+
+    def fit_transform(self, table: PredictionTable) -> PredictionTable:
+        """Fit every step on the previous step's ``fit_transform`` output; return the last output."""
+        self._check_steps()
+        for step in self.steps:
+            table = step.fit_transform(table)
+        self.fitted_ = True
+        return table
+
+    def transform(self, table: PredictionTable) -> PredictionTable:
+        self._check_steps()
+        for step in self.steps:
+            table = step.transform(table)
+        return table
+
+    def __repr__(self) -> str:
+        return f"Chain([{', '.join(repr(s) for s in self.steps)}])"
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, i: int) -> Transform:
+        return self.steps[i]
+
+    # ---------------------------------------------------------------- persistence
+    def get_state(self, directory: Path) -> dict[str, Any]:
+        self._check_steps()
+        directory = Path(directory)
+        steps = []
+        for i, step in enumerate(self.steps):
+            sub = f"{i:02d}-{type(step).kind}"
+            (directory / sub).mkdir(parents=True, exist_ok=True)
+            state = step.get_state(directory / sub)
+            try:
+                json.dumps(state)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"state of step {i} ({type(step).kind}) is not JSON-able: {exc}") from None
+            steps.append({"kind": type(step).kind, "dir": sub, "state": state})
+        return {"steps": steps}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], directory: Path) -> Chain:
+        directory = Path(directory)
+        raw = state.get("steps") if isinstance(state, dict) else None
+        if not isinstance(raw, list) or not raw:
+            raise BundleError(f"chain state in {directory} has no list of steps")
+        steps = []
+        for i, entry in enumerate(raw):
+            if not isinstance(entry, dict) or not {"kind", "dir", "state"} <= set(entry):
+                raise BundleError(f"step {i} of the chain in {directory} lacks kind/dir/state")
+            kind, sub = entry["kind"], entry["dir"]
+            if not isinstance(kind, str) or not isinstance(sub, str) or not isinstance(entry["state"], dict):
+                raise BundleError(f"step {i} of the chain in {directory} is malformed")
+            step_dir = (directory / sub).resolve()
+            if directory.resolve() not in step_dir.parents or not step_dir.is_dir():
+                raise BundleError(f"step {i} ({kind}): directory {sub!r} is missing from {directory}")
+            klass = _transform_class(kind)
+            try:
+                steps.append(klass.from_state(entry["state"], step_dir))
+            except BundleError:
+                raise
+            except (TypeError, KeyError, ValueError) as exc:
+                raise BundleError(f"step {i} ({kind}) in {directory} cannot be rebuilt: {exc}") from None
+        return cls(steps)
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write the chain to ``directory`` atomically (replacing an existing one)."""
+        target = Path(directory)
+        with atomic_dir(target) as tmp:
+            state = self.get_state(tmp)
+            doc = {"format": CHAIN_FORMAT, "version": CHAIN_VERSION, **state, "files": _files_under(tmp)}
+            (tmp / _JSON).write_text(json.dumps(doc, indent=2, sort_keys=True), encoding="utf-8")
+        return target
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> Chain:
+        """Read a chain written by :meth:`save`; see the module docstring for the checks."""
+        root = Path(directory)
+        path = root / _JSON
+        if not path.is_file():
+            raise BundleError(f"no {_JSON} in {root} (not a saved chain)")
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{path} is not valid JSON ({exc})") from None
+        if not isinstance(doc, dict) or doc.get("format") != CHAIN_FORMAT:
+            raise BundleError(f"{path} is not a stacker chain (format {doc.get('format') if isinstance(doc, dict) else None!r})")
+        if doc.get("version") != CHAIN_VERSION:
+            raise BundleError(f"{path}: chain version {doc.get('version')!r} is not supported (expected {CHAIN_VERSION})")
+        files = doc.get("files")
+        if not isinstance(files, dict):
+            raise BundleError(f"{path} lacks the file checksums")
+        actual = _files_under(root)
+        for rel, digest in files.items():
+            if rel not in actual:
+                raise BundleError(f"{root}: file {rel!r} listed in {_JSON} is missing")
+            if actual[rel] != digest:
+                raise BundleError(f"{root}: file {rel!r} was modified (checksum mismatch)")
+        return cls.from_state(doc, root)
+
+
+def load_chain(directory: str | os.PathLike[str]) -> Chain:
+    """Shorthand for :meth:`Chain.load`."""
+    return Chain.load(directory)
