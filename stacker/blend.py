@@ -43,7 +43,7 @@ from stacker.metamodels.selection import ensemble_selection
 from stacker.recipe import MemberSpec, Recipe
 from stacker.table import FOLD, LABEL, PredictionTable
 
-__all__ = ["Blend", "COMBINE_RULES", "SELECTION_ITER", "class_sample_weights"]
+__all__ = ["Blend", "COMBINE_RULES", "SELECTION_ITER", "class_sample_weights", "combine_members"]
 
 COMBINE_RULES = ("mean", "weights")
 #: Greedy steps when learning member weights (weights are multiples of 1/SELECTION_ITER).
@@ -78,6 +78,37 @@ def class_sample_weights(
     else:
         raise ConfigError(f"class_weight must be a mapping, 'balanced' or None, got {type(class_weight).__name__}")
     return per_class[y]
+
+
+def combine_members(
+    oof: np.ndarray, y: np.ndarray, folds: np.ndarray, sample_weight: np.ndarray | None, rule: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Member weights and the blend's out-of-fold probabilities from members' OOF predictions.
+
+    ``rule="mean"``: equal weights.  ``rule="weights"``: greedy ensemble selection;
+    the blend's OOF rows of fold ``k`` use weights selected on the other folds'
+    rows only (cross-fitting), and the returned weights use every row.
+
+    Parameters
+    ----------
+    oof : ndarray of shape (n_members, n_rows, n_classes)
+    y, folds : ndarray of shape (n_rows,)
+    sample_weight : ndarray of shape (n_rows,) or None
+    rule : {"mean", "weights"}
+    """
+    if rule not in COMBINE_RULES:
+        raise ConfigError(f"combine must be one of {COMBINE_RULES}, got {rule!r}")
+    n_members, n, k = oof.shape
+    w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    if rule == "mean" or n_members == 1:
+        weights = np.full(n_members, 1.0 / n_members)
+        return weights, np.einsum("mnk,m->nk", oof, weights)
+    blend_oof = np.zeros((n, k))
+    for f in np.unique(folds):
+        te, tr = folds == f, folds != f
+        wf = ensemble_selection(oof[:, tr], y[tr], SELECTION_ITER, w[tr])
+        blend_oof[te] = np.einsum("mnk,m->nk", oof[:, te], wf)
+    return ensemble_selection(oof, y, SELECTION_ITER, w), blend_oof
 
 
 def _task_seed(member_seed: int, fold: int) -> int:
@@ -235,16 +266,7 @@ class Blend(Transform):
                     self.on_fold(next_fold, s)
                 next_fold += 1
 
-        # Combine: cross-fitted weights for the blend's own OOF, all-row weights for prediction.
-        if self.combine == "mean" or len(members) == 1:
-            weights = np.full(len(members), 1.0 / len(members))
-            blend_oof = np.einsum("mnk,m->nk", oof, weights)
-        else:
-            blend_oof = np.zeros((n, k))
-            for f in range(n_folds):
-                wf = ensemble_selection(oof[:, train_rows[f]], y[train_rows[f]], SELECTION_ITER, w[train_rows[f]])
-                blend_oof[fold_rows[f]] = np.einsum("mnk,m->nk", oof[:, fold_rows[f]], wf)
-            weights = ensemble_selection(oof, y, SELECTION_ITER, w)
+        weights, blend_oof = combine_members(oof, y, folds, w, self.combine)
 
         self.classes_ = tuple(table.classes)
         self.models_ = tuple(table.models)

@@ -246,17 +246,30 @@ class Recipe:
         return sum(f.count for f in self.families)
 
     def sample(self, seed: int = 0) -> list[MemberSpec]:
-        """The concrete members, drawn from ``seed``; each family's draws are independent."""
+        """The concrete members, drawn from ``seed``.
+
+        Every (family, member, parameter) has its own random stream keyed by
+        names, not positions, so reordering keys or families (e.g. through a TOML
+        round trip) or adding a family leaves the other members unchanged.
+        """
         members = []
-        for fi, fam in enumerate(self.families):
+        for fam in self.families:
             for i in range(fam.count):
-                rng = np.random.default_rng([int(seed) % (2**32), fi, i, sum(map(ord, fam.family))])
-                params = {k: sample_value(v, rng) for k, v in fam.params.items()}
+                def rng(key: str, _f=fam.family, _i=i) -> np.random.Generator:
+                    return np.random.default_rng([int(seed) % (2**32), _crc(_f), _i, _crc(key)])
+
+                params = {k: sample_value(v, rng(k)) for k, v in fam.params.items()}
                 if fam.family == "keras":
-                    params = _expand_keras(params, rng, fam.params)
-                member_seed = int(rng.integers(2**31 - 1))
+                    params = _expand_keras(params, rng("units"), fam.params)
+                member_seed = int(rng("__seed__").integers(2**31 - 1))
                 members.append(MemberSpec(f"{fam.family}-{i:02d}", fam.family, params, member_seed))
         return members
+
+
+def _crc(text: str) -> int:
+    import zlib
+
+    return zlib.crc32(text.encode())
 
 
 _SETTINGS = ("class_weight", "tta_power", "postprocess")
