@@ -1,0 +1,146 @@
+"""Chains of transforms: fit on a holdout, apply to a test table, save/load with checks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from stacker.base import Transform, register
+from stacker.chain import Chain
+from stacker.equalize import GreedyEqualizer, HungarianEqualizer
+from stacker.errors import BundleError, ConfigError
+from stacker.transforms import PowerMean, PriorShift, SinkhornEqualizer, TemperatureScaling
+from tests.conftest import make_table
+
+
+def _chain():
+    return Chain(
+        [
+            PowerMean(p=0.0, over="both"),
+            TemperatureScaling(),
+            PriorShift(prior="em", source_prior="labels"),
+            HungarianEqualizer(by="manip"),
+        ]
+    )
+
+
+def test_fit_on_holdout_apply_to_test():
+    holdout = make_table(n_images=300, views=("identity", "flip"), seed=1)
+    test = make_table(n_images=200, views=("identity", "flip"), seed=2, labels=False, n_folds=None)
+    chain = _chain()
+    fitted_out = chain.fit_transform(holdout)
+    assert fitted_out.models == ("mean",) and len(fitted_out) == 300
+    out = chain.transform(test)
+    assert len(out) == 200 and out.models == ("mean",)
+    eq = chain[-1]
+    for flag in (0, 1):
+        assert np.bincount(eq.assignment_[test.manip[::2] == flag], minlength=10).tolist() == [10] * 10
+    assert "temperature_" in vars(chain[1])
+
+
+def test_save_load_round_trip(tmp_path):
+    holdout = make_table(n_images=120, seed=3)
+    test = make_table(n_images=100, seed=4, labels=False)
+    chain = _chain()
+    chain.fit(holdout)
+    chain.save(tmp_path / "chain")
+    doc = json.loads((tmp_path / "chain" / "chain.json").read_text())
+    assert [s["kind"] for s in doc["steps"]] == ["power_mean", "temperature", "prior_shift", "hungarian"]
+    assert (tmp_path / "chain" / "03-hungarian").is_dir()
+    loaded = Chain.load(tmp_path / "chain")
+    np.testing.assert_array_equal(loaded.transform(test).probs, chain.transform(test).probs)
+    assert loaded[1].temperature_ == chain[1].temperature_
+    # Saving again replaces the directory atomically.
+    loaded.save(tmp_path / "chain")
+    Chain.load(tmp_path / "chain")
+
+
+@register("test_scale_native")
+class _NativeStep(Transform):
+    """A step with a native file, as the Blend has: checks files travel with the chain."""
+
+    def __init__(self, power: float = 2.0) -> None:
+        self.power = power
+
+    def fit(self, table):
+        self.table_mean_ = table.probs.mean(axis=(0, 1))
+        return self
+
+    def transform(self, table):
+        p = table.probs ** self.power
+        return table.replace(probs=p / p.sum(axis=2, keepdims=True))
+
+    def get_state(self, directory):
+        np.save(directory / "mean.npy", self.table_mean_)
+        return {"params": self.get_params(), "file": "mean.npy"}
+
+    @classmethod
+    def from_state(cls, state, directory):
+        obj = cls(**state["params"])
+        obj.table_mean_ = np.load(directory / state["file"])
+        return obj
+
+
+def test_native_files_and_tampering(tmp_path):
+    table = make_table(n_images=60, seed=5)
+    chain = Chain([_NativeStep(), GreedyEqualizer(method="topk"), SinkhornEqualizer()])
+    chain.fit(table)
+    path = chain.save(tmp_path / "c")
+    loaded = Chain.load(path)
+    np.testing.assert_array_equal(loaded[0].table_mean_, chain[0].table_mean_)
+    # Tampered native file.
+    np.save(path / "00-test_scale_native" / "mean.npy", np.zeros(10))
+    with pytest.raises(BundleError, match="modified"):
+        Chain.load(path)
+    chain.save(path)
+    (path / "00-test_scale_native" / "mean.npy").unlink()
+    with pytest.raises(BundleError, match="missing"):
+        Chain.load(path)
+
+
+def test_load_refuses_bad_bundles(tmp_path):
+    chain = Chain([HungarianEqualizer(quota=6)])
+    path = chain.save(tmp_path / "c")
+    with pytest.raises(BundleError, match="no chain.json"):
+        Chain.load(tmp_path / "nothing")
+    doc = json.loads((path / "chain.json").read_text())
+    doc["steps"][0]["kind"] = "magic"
+    (path / "chain.json").write_text(json.dumps(doc))
+    with pytest.raises(BundleError, match="unknown transform kind 'magic'"):
+        Chain.load(path)
+    (path / "chain.json").write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        Chain.load(path)
+    (path / "chain.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(BundleError, match="not a stacker chain"):
+        Chain.load(path)
+    doc = json.loads(json.dumps({"format": "stacker-chain", "version": 99, "steps": [], "files": {}}))
+    (path / "chain.json").write_text(json.dumps(doc))
+    with pytest.raises(BundleError, match="version 99"):
+        Chain.load(path)
+    chain.save(path)
+    doc = json.loads((path / "chain.json").read_text())
+    doc["steps"][0]["dir"] = "../elsewhere"
+    (path / "chain.json").write_text(json.dumps(doc))
+    with pytest.raises(BundleError, match="missing"):
+        Chain.load(path)
+
+
+def test_bad_steps():
+    with pytest.raises(ConfigError, match="at least one step"):
+        Chain([]).fit(make_table())
+    with pytest.raises(ConfigError, match="not a registered"):
+        Chain([object()]).transform(make_table())
+
+
+def test_nested_chain_round_trip(tmp_path):
+    table = make_table(n_images=50, seed=6)
+    inner = Chain([PowerMean(over="models")])
+    outer = Chain([inner, HungarianEqualizer(quota=0.1)])
+    outer.fit(table)
+    path = outer.save(tmp_path / "nested")
+    loaded = Chain.load(path)
+    assert isinstance(loaded[0], Chain) and isinstance(loaded[0][0], PowerMean)
+    np.testing.assert_array_equal(loaded.transform(table).probs, outer.transform(table).probs)
