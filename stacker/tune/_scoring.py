@@ -63,7 +63,8 @@ def _sinkhorn() -> Labeller | None:
         return None
 
     def run(p: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        return np.argmax(fn(p, counts / counts.sum()), axis=1)
+        scaled, _ = fn(p, counts.astype(np.float64))  # column totals = the batch's class counts
+        return np.argmax(scaled, axis=1)
 
     return run
 

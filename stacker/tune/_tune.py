@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -188,7 +189,10 @@ class _Objective:
 
         blend = Blend(recipe=recipe, class_weight=settings.class_weight, n_folds=self.n_folds, seed=self.seed,
                       on_fold=on_fold, **self.blend_kwargs)
-        blend.fit(table)
+        with warnings.catch_warnings():
+            # Pruning abandons the fold's remaining fits on purpose; joblib warns about each one.
+            warnings.filterwarnings("ignore", message=".*tasks which were still being processed", category=UserWarning)
+            blend.fit(table)
         y = table.y
         proba = blend.oof_.probs[:, 0, :]
         key = len(table)
@@ -308,8 +312,8 @@ def tune(
     missing = [c for c in choices if c not in available_postprocess()]
     if missing:
         raise ConfigError(f"post-processing {missing} is not available in this installation")
-    # Open the storage before reading the table: a wrong URL should fail within seconds.
-    if storage is not None and str(storage) != ":memory:":
+    # Check the storage before reading a table file: a wrong URL should fail within seconds.
+    if not isinstance(table, PredictionTable) and (storage is None or str(storage) != ":memory:"):
         open_storage(storage, heartbeat_interval=None)
     data = _coerce_table(table)
     if not data.has_labels:
