@@ -2,7 +2,8 @@
 
 1. Trials per hour of one ``stacker tune`` process on 2 cores (``n_jobs=2``).
 2. Speed-up of 2 worker processes against 1 on one study (SQLite), each worker
-   with ``n_jobs=1``: trials per hour with 2 workers / with 1.
+   with ``n_jobs=1``: trials per hour with 2 workers / with 1.  Both runs
+   evaluate the same enqueued trials, so trial sizes do not differ between them.
 3. The tuned recipe's out-of-fold score against the base recipe's, both with
    the tune objective (challenge score on balanced resamples of OOF rows).  The
    best trial's own score is a maximum over trials on the same folds, so both
@@ -74,15 +75,23 @@ def _workers(holdout: Path, args, storage: str, study: str, n_workers: int, tria
     return time.perf_counter() - t0
 
 
-def bench_workers(table, args, work: Path) -> list[tuple[int, int, float]]:
+def bench_workers(table, args, work: Path, study) -> list[tuple[int, int, float]]:
+    """Both runs evaluate the same enqueued trials (the single run's first ones), so only the workers differ."""
+    import optuna
+
     from stacker.table import write_table
 
     holdout = work / "holdout.parquet"
     write_table(table, holdout)
+    params = [t.params for t in study.trials if t.params][: args.worker_trials]
     out = []
     for n_workers in (1, 2):
         storage = str(work / f"workers{n_workers}.db")
-        per = max(1, args.worker_trials // n_workers)
+        shared = optuna.create_study(storage=f"sqlite:///{storage}", study_name=f"w{n_workers}",
+                                     direction="maximize")
+        for p in params:
+            shared.enqueue_trial(p)
+        per = max(1, len(params) // n_workers)
         wall = _workers(holdout, args, storage, f"w{n_workers}", n_workers, per)
         out.append((n_workers, per * n_workers, wall))
     return out
@@ -131,8 +140,8 @@ def main() -> None:
         print(f"{'trials':>7} {'complete':>9} {'pruned':>7} {'wall s':>8} {'trials/h':>9}")
         print(f"{single['n']:>7} {single['complete']:>9} {single['pruned']:>7} {single['wall']:>8.1f} {per_hour:>9.0f}")
         if "workers" not in skip:
-            rows = bench_workers(table, args, work)
-            print("\n2. workers on one SQLite study (n_jobs=1 each, no pruning)")
+            rows = bench_workers(table, args, work, single["study"])
+            print("\n2. workers on one SQLite study (n_jobs=1 each, no pruning, the same enqueued trials)")
             print(f"{'workers':>7} {'trials':>7} {'wall s':>8} {'trials/h':>9} {'speed-up':>9}")
             base_rate = None
             for n_workers, n, wall in rows:
