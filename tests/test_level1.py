@@ -336,3 +336,18 @@ def test_oof_on_real_crops_reads_in_stacker(cmi_crops_dir, exif_samples_dir, tmp
     test = t.meta[t.meta["label"].isna()]
     assert test["fold"].isna().all() and test["id"].nunique() == 7  # 7 readable images in invalid/
     assert stacker_main(["inspect", str(run / "oof.parquet")]) == 0
+
+
+def test_fixed_holdout_list(tmp_path):
+    import pandas as pd
+
+    from level1.train import train_model
+
+    root = _write_dataset(tmp_path / "d")
+    (tmp_path / "hold.txt").write_text("a/a1.jpg\nb/b2.jpg\nc3.jpg\n")  # ids or bare file names
+    train_model(_cfg(root, holdout=str(tmp_path / "hold.txt")), tmp_path / "run", log=lambda m: None)
+    split = pd.read_csv(tmp_path / "run" / "split.csv")
+    assert sorted(split.loc[split["role"] == "val", "id"]) == ["a/a1.jpg", "b/b2.jpg", "c/c3.jpg"]
+    (tmp_path / "none.txt").write_text("zzz.jpg\n")
+    with pytest.raises(ImageDataError, match="no image of the source is in the holdout list"):
+        train_model(_cfg(root, holdout=str(tmp_path / "none.txt")), tmp_path / "run2", log=lambda m: None)
