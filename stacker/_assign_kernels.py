@@ -71,23 +71,23 @@ def _store(pool, pos, rows):
     return pool, pos + n
 
 
-def _recompute(s, assign, a, b, order, cstart, pool, pos, pstart, plen, pptr, pfull, plim, nc, ncnt, M, Arg):
-    """Refresh ``M[a, b] = min over rows r in class a of s[r, a] - s[r, b]`` and its row."""
+def _recompute(s, assign, a, b, order, cstart, pool, pos, pstart, plen, pptr, pfull, plim, nc, ncnt, nseen, M, Arg):
+    """Refresh ``M[a, b] = min over rows r in class a of s[r, a] - s[r, b]`` and its row.
+
+    Candidates: the head of the pair's sorted prefix (rows still in a), and the
+    rows that entered a since the prefix was built (``nc[a, nseen[a, b]:]``).  The
+    prefix is rebuilt from the current members when it runs out, or when the
+    newcomers to scan outnumber an eighth of the class.
+    """
     while True:
-        best = np.inf
-        arg = -1
         p = pptr[a, b]
         end = pstart[a, b] + plen[a, b]
         while p < end and assign[pool[p]] != a:
             p += 1
         pptr[a, b] = p
-        if p < end:
-            r = pool[p]
-            best = s[r, a] - s[r, b]
-            arg = r
-        elif not pfull[a, b]:
-            # The sorted prefix is used up (or was never built): build it from the
-            # current members, i.e. the first members still in a plus the newcomers.
+        unseen = ncnt[a] - nseen[a, b]
+        if (p >= end and not pfull[a, b]) or unseen > 32 + (cstart[a + 1] - cstart[a]) // 8:
+            # Members now: the first members still in a, plus the newcomers still in a.
             n0 = 0
             for j in range(cstart[a], cstart[a + 1]):
                 if assign[order[j]] == a:
@@ -121,14 +121,22 @@ def _recompute(s, assign, a, b, order, cstart, pool, pos, pstart, plen, pptr, pf
                     mem[q] = late[i1]
                     i1 += 1
             sel, full = _select(s, assign, a, b, plim[a, b], mem)
-            plim[a, b] = 2 * plim[a, b]
+            if p >= end:
+                plim[a, b] = 2 * plim[a, b]
             pstart[a, b] = pos
             plen[a, b] = sel.shape[0]
             pptr[a, b] = pos
             pfull[a, b] = full
+            nseen[a, b] = ncnt[a]
             pool, pos = _store(pool, pos, sel)
             continue
-        for j in range(ncnt[a]):
+        best = np.inf
+        arg = -1
+        if p < end:
+            r = pool[p]
+            best = s[r, a] - s[r, b]
+            arg = r
+        for j in range(nseen[a, b], ncnt[a]):
             r = nc[a, j]
             if assign[r] == a:
                 key = s[r, a] - s[r, b]
@@ -140,20 +148,13 @@ def _recompute(s, assign, a, b, order, cstart, pool, pos, pstart, plen, pptr, pf
         return pool, pos
 
 
-def _add_newcomer(nc, ncnt, assign, b, r):
+def _add_newcomer(nc, ncnt, b, r):
+    """Append row ``r`` to class ``b``'s log of arrivals (append-only; grows by doubling)."""
     cap = nc.shape[1]
     if ncnt[b] == cap:
-        q = 0
-        for j in range(ncnt[b]):
-            x = nc[b, j]
-            if assign[x] == b:
-                nc[b, q] = x
-                q += 1
-        ncnt[b] = q
-        if q > cap // 2:
-            bigger = np.empty((nc.shape[0], 2 * cap), np.int64)
-            bigger[:, :cap] = nc
-            nc = bigger
+        bigger = np.empty((nc.shape[0], 2 * cap), np.int64)
+        bigger[:, :cap] = nc
+        nc = bigger
     nc[b, ncnt[b]] = r
     ncnt[b] += 1
     return nc
@@ -240,6 +241,7 @@ def ssp(s, assign, h, lower, upper):
         Arg[a, a] = -1
     nc = np.empty((K, 16), np.int64)
     ncnt = np.zeros(K, np.int64)
+    nseen = np.zeros((K, K), np.int64)
 
     dist = np.empty(K + 1)
     done = np.zeros(K + 1, np.bool_)
@@ -319,9 +321,9 @@ def ssp(s, assign, h, lower, upper):
                 for b in range(K):
                     if b != u and Arg[u, b] == r:
                         pool, pos = _recompute(
-                            s, assign, u, b, order, cstart, pool, pos, pstart, plen, pptr, pfull, plim, nc, ncnt, M, Arg
+                            s, assign, u, b, order, cstart, pool, pos, pstart, plen, pptr, pfull, plim, nc, ncnt, nseen, M, Arg
                         )
-                nc = _add_newcomer(nc, ncnt, assign, v, r)
+                nc = _add_newcomer(nc, ncnt, v, r)
                 for c in range(K):
                     if c != v:
                         key = s[r, v] - s[r, c]
