@@ -19,7 +19,7 @@ import numpy as np
 #: Probabilities below this are treated as this value (log = -690.8).
 TINY = 1e-300
 
-__all__ = ["TINY", "ssp", "bulk_argmax", "certificate_violations", "has_bad_rows", "HAVE_NUMBA", "kernels"]
+__all__ = ["TINY", "ssp", "bulk_argmax", "certificate_violations", "has_bad_rows", "HAVE_NUMBA", "PYTHON", "JIT_MIN_WORK", "kernels"]
 
 try:  # pragma: no cover - exercised when numba is installed
     import numba as _numba
@@ -429,42 +429,88 @@ def has_bad_rows(P):
     return False
 
 
+def _np_has_bad_rows(P):
+    return bool(not np.isfinite(P).all() or (P < 0).any() or (P.sum(axis=1) <= 0).any())
+
+
+def _np_values(P, h, log_mode):
+    K = P.shape[1]
+    return (np.log(np.maximum(P, TINY)) if log_mode else P) + h[:K]
+
+
+def _np_bulk_argmax(P, h, log_mode):
+    V = _np_values(P, h, log_mode)
+    assign = np.argmax(V, axis=1)
+    top2 = np.partition(V, V.shape[1] - 2, axis=1)[:, -2:]
+    return assign.astype(np.int64), top2[:, 1] - top2[:, 0]
+
+
+def _np_certificate_violations(P, assign, h, log_mode, tol):
+    V = _np_values(P, h, log_mode)
+    best = V.max(axis=1)
+    mine = V[np.arange(len(V)), assign]
+    return int(np.count_nonzero(mine < best - tol * (1.0 + np.abs(best))))
+
+
+class _Namespace:
+    def __init__(self, **fns) -> None:
+        self.__dict__.update(fns)
+
+
+#: Interpreted versions: the SSP loop in Python, the passes in NumPy.
+PYTHON = _Namespace(
+    ssp=ssp,
+    bulk_argmax=_np_bulk_argmax,
+    certificate_violations=_np_certificate_violations,
+    has_bad_rows=_np_has_bad_rows,
+)
+
+#: Below this many probabilities (rows x classes) the interpreted kernels are used
+#: unless the compiled ones are already loaded: a first, cold numba compilation
+#: takes seconds, while the challenge's 2,640 x 10 table solves interpreted in ~30 ms.
+JIT_MIN_WORK = 200_000
+
+
 class _Kernels:
-    """Lazily compiled versions of the public functions (numba when available)."""
+    """Chooses compiled (numba, lazily compiled, cached on disk) or interpreted kernels.
+
+    ``STACKER_JIT=1`` always compiles, ``STACKER_JIT=0`` never does; by default
+    compiled kernels serve inputs of at least :data:`JIT_MIN_WORK` values, and any
+    input once they are loaded in the process.
+    """
 
     def __init__(self) -> None:
-        self._fns: dict[str, object] | None = None
+        self._compiled: _Namespace | None = None
 
-    def _build(self) -> dict[str, object]:
-        if not HAVE_NUMBA:
-            return {
-                "ssp": ssp,
-                "bulk_argmax": bulk_argmax,
-                "certificate_violations": certificate_violations,
-                "has_bad_rows": has_bad_rows,
-            }
-        jit = _numba.njit(cache=True, nogil=True)
-        g = globals()
-        # Helpers are compiled first and rebound so the compiled callers call compiled code.
-        g["_select"] = jit(_select)
-        g["_store"] = jit(_store)
-        g["_recompute"] = jit(_recompute)
-        g["_add_newcomer"] = jit(_add_newcomer)
-        g["_weights"] = jit(_weights)
-        return {
-            "ssp": jit(ssp),
-            "bulk_argmax": jit(bulk_argmax),
-            "certificate_violations": jit(certificate_violations),
-            "has_bad_rows": jit(has_bad_rows),
-        }
+    def compile(self) -> _Namespace:
+        """Compile (or load from the on-disk cache) and return the compiled kernels."""
+        if self._compiled is None:
+            if not HAVE_NUMBA:
+                return PYTHON
+            jit = _numba.njit(cache=True, nogil=True)
+            g = globals()
+            # Helpers are compiled first and rebound so the compiled callers call compiled code.
+            for name in ("_select", "_store", "_recompute", "_add_newcomer", "_weights"):
+                g[name] = jit(g[name])
+            self._compiled = _Namespace(
+                ssp=jit(ssp),
+                bulk_argmax=jit(bulk_argmax),
+                certificate_violations=jit(certificate_violations),
+                has_bad_rows=jit(has_bad_rows),
+            )
+        return self._compiled
 
-    def __getattr__(self, name: str):
-        if name.startswith("_"):
-            raise AttributeError(name)
-        if self._fns is None:
-            self._fns = self._build()
-        return self._fns[name]
+    def pick(self, work: int) -> _Namespace:
+        """The kernels to use for an input of ``work`` values (see the class docstring)."""
+        import os
+
+        mode = os.environ.get("STACKER_JIT", "auto").strip().lower()
+        if not HAVE_NUMBA or mode in ("0", "never", "false", "no"):
+            return PYTHON
+        if self._compiled is not None or work >= JIT_MIN_WORK or mode in ("1", "always", "true", "yes"):
+            return self.compile()
+        return PYTHON
 
 
-#: ``kernels.ssp(...)`` etc.: compiled on first use.
+#: ``kernels.pick(n * k).ssp(...)`` etc.
 kernels = _Kernels()

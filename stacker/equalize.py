@@ -24,6 +24,11 @@ prices without the N x N matrix of the Hungarian method:
    those prices are frozen, step 2 runs on the contested rows only, and the
    certificate over *all* rows decides whether to stop or to widen the margin.
 
+Kernels are compiled with numba (cached on disk) for inputs of 200,000 values or
+more, or once compiled in the process; smaller inputs run interpreted, so a first
+CLI run on a 2,640-row table does not wait seconds for a cold compilation
+(``STACKER_JIT=1``/``0`` forces either way; see :mod:`stacker._assign_kernels`).
+
 The certificate is checked at the end of every solve; the prices are returned, and
 ``exp(-p)`` are per-class weights that reproduce the assignment as an argmax of
 ``P * exp(-p)`` and can be reused on new data (:meth:`HungarianEqualizer.transform`
@@ -109,7 +114,7 @@ def _check_probs(P: np.ndarray, *, what: str = "probabilities") -> np.ndarray:
         raise ConfigError(f"{what} must be a 2-d array with at least 2 classes, got shape {P.shape}")
     if P.shape[0] == 0:
         raise ConfigError(f"{what}: no rows to assign (empty group)")
-    if not kernels.has_bad_rows(P):  # one compiled pass; the details below only on failure
+    if not kernels.pick(P.size).has_bad_rows(P):  # one pass; the details below only on failure
         return P
     finite = np.isfinite(P)
     if not finite.all():
@@ -242,7 +247,7 @@ def _solve(P: np.ndarray, lo: np.ndarray, up: np.ndarray, log_mode: bool) -> tup
         S = _scores(P, log_mode)
         h = np.zeros(k + 1)
         assign = np.argmax(S, axis=1).astype(np.int64)
-        if kernels.ssp(S, assign, h, lo, up) != 0:  # pragma: no cover - bounds are checked before
+        if kernels.pick(P.size).ssp(S, assign, h, lo, up) != 0:  # pragma: no cover - bounds are checked before
             raise ConfigError(f"the quotas cannot be met (lower {lo.tolist()}, upper {up.tolist()})")
         return assign, h, False
     # Prices from a sample (fixed seed, with replacement: O(m), and blind to any row order,
@@ -253,7 +258,7 @@ def _solve(P: np.ndarray, lo: np.ndarray, up: np.ndarray, log_mode: bool) -> tup
     sup = np.minimum(np.ceil(up * (m / n)).astype(np.int64), m)
     h = _solve(np.ascontiguousarray(P[idx]), slo, sup, log_mode)[1]
     for attempt in range(12):
-        assign, margin = kernels.bulk_argmax(P, h, log_mode)
+        assign, margin = kernels.pick(P.size).bulk_argmax(P, h, log_mode)
         cnt = np.bincount(assign, minlength=k)
         units = int(np.maximum(cnt - up, 0).sum() + np.maximum(lo - cnt, 0).sum())
         target = (4 * units + 32 * k + 512) * 4**attempt
@@ -271,13 +276,13 @@ def _solve(P: np.ndarray, lo: np.ndarray, up: np.ndarray, log_mode: bool) -> tup
         S = _scores(np.ascontiguousarray(P[cand]), log_mode)
         sub = np.ascontiguousarray(assign[cand])
         hh = h.copy()
-        code = kernels.ssp(S, sub, hh, clo, cup)
+        code = kernels.pick(P.size).ssp(S, sub, hh, clo, cup)
         if code != 0:
             if nc == n:  # pragma: no cover - bounds are checked before
                 raise ConfigError(f"the quotas cannot be met (lower {lo.tolist()}, upper {up.tolist()})")
             continue
         assign[cand] = sub
-        if kernels.certificate_violations(P, assign, hh, log_mode, _CERT_TOL) == 0:
+        if kernels.pick(P.size).certificate_violations(P, assign, hh, log_mode, _CERT_TOL) == 0:
             return assign, hh, True
         h = hh
     raise RuntimeError("exact assignment did not converge")  # pragma: no cover
@@ -363,7 +368,7 @@ def check_certificate(
     if (cnt < lower).any() or (cnt > upper).any():
         return False, f"counts {cnt.tolist()} outside [{lower.tolist()}, {upper.tolist()}]"
     h = np.append(-np.asarray(prices, dtype=np.float64), 0.0)
-    bad = kernels.certificate_violations(P, a, h, log_mode, tol) if rows else 0
+    bad = kernels.pick(P.size).certificate_violations(P, a, h, log_mode, tol) if rows else 0
     if bad:
         return False, f"{bad} rows are not at an argmax of score - prices"
     scale = tol * (1.0 + np.abs(prices).max())

@@ -97,9 +97,12 @@ def test_matches_hungarian_oracle(n, k, kind, bounded, objective, seed):
     _assert_optimal(P, lo, up, objective)
 
 
+@pytest.mark.parametrize("jit", ["0", "1"])
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("n,k", [(600, 10), (2000, 7)])
-def test_larger_fixed_cases(kind, n, k):
+def test_larger_fixed_cases(kind, n, k, jit, monkeypatch):
+    # Both the interpreted kernels and the numba-compiled ones (STACKER_JIT=1).
+    monkeypatch.setenv("STACKER_JIT", jit)
     rng = np.random.default_rng(n + k)
     P = _kind_probs(kind, n, k, rng)
     lo, up = resolve_quota(None, n, [str(i) for i in range(k)])
