@@ -144,3 +144,22 @@ def test_nested_chain_round_trip(tmp_path):
     loaded = Chain.load(path)
     assert isinstance(loaded[0], Chain) and isinstance(loaded[0][0], PowerMean)
     np.testing.assert_array_equal(loaded.transform(table).probs, outer.transform(table).probs)
+
+
+@pytest.mark.slow
+def test_power_mean_blend_hungarian_chain(tmp_path):
+    """The issue's chain: power mean -> Blend -> HungarianEqualizer(by="manip"), saved and loaded."""
+    blend_mod = pytest.importorskip("stacker.blend")
+    holdout = make_table(n_images=200, views=("identity", "flip"), seed=11)
+    test = make_table(n_images=100, views=("identity", "flip"), seed=12, labels=False, n_folds=None)
+    chain = Chain([PowerMean(p=0.0), blend_mod.Blend(recipe="fast", n_jobs=1, n_folds=3), HungarianEqualizer(by="manip")])
+    oof = chain.fit_transform(holdout)
+    assert oof.models == ("blend",) and len(oof) == 200
+    out = chain.transform(test)
+    assert out.models == ("blend",)
+    manip = out.manip
+    for flag in (0, 1):
+        assert np.bincount(chain[-1].assignment_[manip == flag], minlength=10).tolist() == [5] * 10
+    path = chain.save(tmp_path / "chain")
+    loaded = Chain.load(path)
+    np.testing.assert_allclose(loaded.transform(test).probs, out.probs, atol=1e-6)
