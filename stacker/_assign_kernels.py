@@ -413,6 +413,31 @@ def certificate_violations(P, assign, h, log_mode, tol):
     return bad
 
 
+def gather_contested(P, assign, margin, delta, log_mode):
+    """Rows whose lead is at most ``delta`` (the contested ones), their scores, and the
+    class counts of all rows and of the other (frozen) rows."""
+    n, K = P.shape
+    cnt = np.zeros(K, np.int64)
+    fixed = np.zeros(K, np.int64)
+    nc = 0
+    for i in range(n):
+        cnt[assign[i]] += 1
+        if margin[i] <= delta:
+            nc += 1
+        else:
+            fixed[assign[i]] += 1
+    rows = np.empty(nc, np.int64)
+    S = np.empty((nc, K))
+    q = 0
+    for i in range(n):
+        if margin[i] <= delta:
+            rows[q] = i
+            for k in range(K):
+                S[q, k] = np.log(max(P[i, k], TINY)) if log_mode else P[i, k]
+            q += 1
+    return rows, S, cnt, fixed
+
+
 def has_bad_rows(P):
     """True if some row has a NaN, an infinity, a negative value or no positive value."""
     n, K = P.shape
@@ -427,6 +452,15 @@ def has_bad_rows(P):
         if not (np.isfinite(total) and low >= 0.0 and total > 0.0):
             return True
     return False
+
+
+def _np_gather_contested(P, assign, margin, delta, log_mode):
+    K = P.shape[1]
+    rows = np.flatnonzero(margin <= delta)
+    sub = P[rows]
+    S = np.log(np.maximum(sub, TINY)) if log_mode else sub.copy()
+    cnt = np.bincount(assign, minlength=K)
+    return rows, S, cnt, cnt - np.bincount(assign[rows], minlength=K)
 
 
 def _np_has_bad_rows(P):
@@ -463,6 +497,7 @@ PYTHON = _Namespace(
     bulk_argmax=_np_bulk_argmax,
     certificate_violations=_np_certificate_violations,
     has_bad_rows=_np_has_bad_rows,
+    gather_contested=_np_gather_contested,
 )
 
 #: Below this many probabilities (rows x classes) the interpreted kernels are used
@@ -497,6 +532,7 @@ class _Kernels:
                 bulk_argmax=jit(bulk_argmax),
                 certificate_violations=jit(certificate_violations),
                 has_bad_rows=jit(has_bad_rows),
+                gather_contested=jit(gather_contested),
             )
         return self._compiled
 
