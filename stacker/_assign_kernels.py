@@ -413,6 +413,68 @@ def certificate_violations(P, assign, h, log_mode, tol):
     return bad
 
 
+def refine_prices(S, assign, h, lower, upper, sweeps):
+    """Bulk dual steps before the exact repair: each sweep, every class over its upper
+    bound raises its price just enough to shed half its excess, every class under its
+    lower bound lowers it to win half its shortfall (all at once, from the same top-two
+    scores).  Leaves ``assign`` the argmax of ``S + h`` (lowest class on ties).  Only a
+    warm start: :func:`ssp` makes the result exact whatever these steps do."""
+    n, K = S.shape
+    best = np.empty(n)
+    second = np.empty(n)
+    for sweep in range(sweeps + 1):
+        cnt = np.zeros(K, np.int64)
+        for i in range(n):
+            b1 = -np.inf
+            b2 = -np.inf
+            arg = 0
+            for k in range(K):
+                v = S[i, k] + h[k]
+                if v > b1:
+                    b2 = b1
+                    b1 = v
+                    arg = k
+                elif v > b2:
+                    b2 = v
+            assign[i] = arg
+            best[i] = b1
+            second[i] = b2
+            cnt[arg] += 1
+        if sweep == sweeps:
+            return
+        off = 0
+        for k in range(K):
+            if cnt[k] > upper[k] or cnt[k] < lower[k]:
+                off += 1
+        if off == 0:
+            return
+        step = np.zeros(K)
+        for k in range(K):
+            if cnt[k] > upper[k]:
+                e = (cnt[k] - upper[k] + 1) // 2
+                vals = np.empty(cnt[k])
+                q = 0
+                for i in range(n):
+                    if assign[i] == k:
+                        vals[q] = best[i] - second[i]
+                        q += 1
+                d = np.partition(vals, e - 1)[e - 1]
+                step[k] = -(d + 1e-12 * (1.0 + abs(d)))
+            elif cnt[k] < lower[k]:
+                e = (lower[k] - cnt[k] + 1) // 2
+                vals = np.empty(n - cnt[k])
+                q = 0
+                for i in range(n):
+                    if assign[i] != k:
+                        vals[q] = best[i] - (S[i, k] + h[k])
+                        q += 1
+                if q >= e:
+                    d = np.partition(vals, e - 1)[e - 1]
+                    step[k] = d + 1e-12 * (1.0 + abs(d))
+        for k in range(K):
+            h[k] += step[k]
+
+
 def gather_contested(P, assign, margin, delta, log_mode):
     """Rows whose lead is at most ``delta`` (the contested ones), their scores, and the
     class counts of all rows and of the other (frozen) rows."""
@@ -498,6 +560,7 @@ PYTHON = _Namespace(
     certificate_violations=_np_certificate_violations,
     has_bad_rows=_np_has_bad_rows,
     gather_contested=_np_gather_contested,
+    refine_prices=refine_prices,
 )
 
 #: Below this many probabilities (rows x classes) the interpreted kernels are used
@@ -533,6 +596,7 @@ class _Kernels:
                 certificate_violations=jit(certificate_violations),
                 has_bad_rows=jit(has_bad_rows),
                 gather_contested=jit(gather_contested),
+                refine_prices=jit(refine_prices),
             )
         return self._compiled
 
