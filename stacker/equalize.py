@@ -99,6 +99,7 @@ __all__ = [
     "check_certificate",
     "resolve_quota",
     "assignment_objective",
+    "apply_prices",
     "HungarianEqualizer",
     "GreedyEqualizer",
     "QuotaSpec",
@@ -392,6 +393,21 @@ def check_certificate(
         if ((cnt < upper) & (prices > scale)).any() or ((cnt > lower) & (prices < -scale)).any():
             return False, "a class strictly inside its bounds has a non-zero price"
     return True, ""
+
+
+def apply_prices(proba: np.ndarray, prices: np.ndarray, *, objective: str = "log") -> np.ndarray:
+    """Re-use prices on new rows: the argmax of ``score - prices`` (lowest class on ties).
+
+    On rows from the same distribution this approximately meets the quotas the prices
+    were solved for (exactly, on the rows they were solved on, up to ties); it is the
+    cheap, streaming form of the equalizer.  ``objective="log"`` is ``argmax P * exp(-prices)``.
+    """
+    P = _check_probs(np.asarray(proba))
+    p = np.asarray(prices, dtype=np.float64)
+    if p.shape != (P.shape[1],) or not np.isfinite(p).all():
+        raise ConfigError(f"prices must be {P.shape[1]} finite numbers, got {p.tolist()}")
+    score = np.log(np.maximum(P, TINY)) if _objective(objective) else P
+    return np.argmax(score - p, axis=1).astype(np.int64)
 
 
 def assignment_objective(proba: np.ndarray, assignment: np.ndarray, objective: str = "log") -> float:

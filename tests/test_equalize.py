@@ -12,6 +12,7 @@ from stacker._assign_kernels import TINY
 from stacker.equalize import (
     GreedyEqualizer,
     HungarianEqualizer,
+    apply_prices,
     assignment_objective,
     check_certificate,
     greedy_assignment,
@@ -145,6 +146,15 @@ def test_prices_reproduce_assignment_as_weighted_argmax():
     w = np.exp(-prices)
     agree = np.argmax(P * w, axis=1) == a
     assert agree.mean() > 0.99  # only rows tied at the margin may differ
+    # Re-used on fresh rows from the same distribution, the prices nearly meet the quotas.
+    Q = rng.dirichlet(np.ones(5), size=5000)
+    Q[:, 2] *= 4
+    Q /= Q.sum(axis=1, keepdims=True)
+    counts = np.bincount(apply_prices(Q, prices), minlength=5)
+    assert np.abs(counts - 1000).max() < 150
+    assert np.abs(np.bincount(np.argmax(Q, axis=1), minlength=5) - 1000).max() > 500
+    with pytest.raises(ConfigError, match="prices"):
+        apply_prices(Q, prices[:3])
 
 
 def test_deterministic_and_tie_rule():
