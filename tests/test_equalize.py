@@ -317,3 +317,14 @@ def test_equalizer_errors_name_group_and_column():
         HungarianEqualizer(by="manip", quota=3).transform(table)
     with pytest.raises(SchemaError, match="no model"):
         HungarianEqualizer(model="nope").transform(table)
+
+
+def test_null_group_values_are_refused():
+    table = make_table(n_images=20, seed=2)
+    meta = table.meta.copy()
+    meta["manip_kind"] = ["jpg70"] * 19 + [None]
+    t = table.replace(meta=meta)
+    t.meta.loc[19, "manip_kind"] = None
+    with pytest.raises(SchemaError, match="null group value") as err:
+        HungarianEqualizer(by="manip_kind").transform(t)
+    assert err.value.rows == [19]
