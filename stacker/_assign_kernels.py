@@ -242,6 +242,7 @@ def ssp(s, assign, h, lower, upper):
     nc = np.empty((K, 16), np.int64)
     ncnt = np.zeros(K, np.int64)
     nseen = np.zeros((K, K), np.int64)
+    stale = np.zeros((K, K), np.bool_)  # M[a, b] lost its row; refresh before use
 
     dist = np.empty(K + 1)
     done = np.zeros(K + 1, np.bool_)
@@ -278,7 +279,15 @@ def ssp(s, assign, h, lower, upper):
             if u < K:
                 hu = h[u]
                 for b in range(K):
-                    if b != u and not done[b] and Arg[u, b] >= 0:
+                    if b == u or done[b]:
+                        continue
+                    if stale[u, b]:
+                        # Refreshed only now that a search needs it (lazy: most never are).
+                        pool, pos = _recompute(
+                            s, assign, u, b, order, cstart, pool, pos, pstart, plen, pptr, pfull, plim, nc, ncnt, nseen, M, Arg
+                        )
+                        stale[u, b] = False
+                    if Arg[u, b] >= 0:
                         rc = M[u, b] + hu - h[b]
                         nd = du + (rc if rc > 0.0 else 0.0)
                         if nd < dist[b]:
@@ -320,12 +329,10 @@ def ssp(s, assign, h, lower, upper):
                 assign[r] = v
                 for b in range(K):
                     if b != u and Arg[u, b] == r:
-                        pool, pos = _recompute(
-                            s, assign, u, b, order, cstart, pool, pos, pstart, plen, pptr, pfull, plim, nc, ncnt, nseen, M, Arg
-                        )
+                        stale[u, b] = True
                 nc = _add_newcomer(nc, ncnt, v, r)
                 for c in range(K):
-                    if c != v:
+                    if c != v and not stale[v, c]:
                         key = s[r, v] - s[r, c]
                         if key < M[v, c] or (key == M[v, c] and r < Arg[v, c]):
                             M[v, c] = key
