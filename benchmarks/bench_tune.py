@@ -75,7 +75,7 @@ def _workers(holdout: Path, args, storage: str, study: str, n_workers: int, tria
     return time.perf_counter() - t0
 
 
-def bench_workers(table, args, work: Path, study) -> list[tuple[int, int, float]]:
+def bench_workers(table, args, work: Path, study) -> list[tuple[int, int, float, float]]:
     """Both runs evaluate the same enqueued trials (the single run's first ones), so only the workers differ."""
     import optuna
 
@@ -93,7 +93,9 @@ def bench_workers(table, args, work: Path, study) -> list[tuple[int, int, float]
             shared.enqueue_trial(p)
         per = max(1, len(params) // n_workers)
         wall = _workers(holdout, args, storage, f"w{n_workers}", n_workers, per)
-        out.append((n_workers, per * n_workers, wall))
+        done = optuna.load_study(study_name=f"w{n_workers}", storage=f"sqlite:///{storage}").trials
+        secs = [t.user_attrs["seconds"] for t in done if "seconds" in t.user_attrs]
+        out.append((n_workers, per * n_workers, wall, float(np.mean(secs)) if secs else float("nan")))
     return out
 
 
@@ -142,12 +144,13 @@ def main() -> None:
         if "workers" not in skip:
             rows = bench_workers(table, args, work, single["study"])
             print("\n2. workers on one SQLite study (n_jobs=1 each, no pruning, the same enqueued trials)")
-            print(f"{'workers':>7} {'trials':>7} {'wall s':>8} {'trials/h':>9} {'speed-up':>9}")
+            print(f"{'workers':>7} {'trials':>7} {'wall s':>8} {'s/trial':>8} {'trials/h':>9} {'speed-up':>9}")
             base_rate = None
-            for n_workers, n, wall in rows:
+            for n_workers, n, wall, per_trial in rows:
                 rate = 3600 * n / wall
                 base_rate = base_rate or rate
-                print(f"{n_workers:>7} {n:>7} {wall:>8.1f} {rate:>9.0f} {rate / base_rate:>9.2f}")
+                print(f"{n_workers:>7} {n:>7} {wall:>8.1f} {per_trial:>8.1f} {rate:>9.0f} {rate / base_rate:>9.2f}")
+            print("(wall s includes starting the worker processes; s/trial is each trial's own time)")
         if "quality" not in skip:
             print("\n3. out-of-fold score (challenge score on balanced resamples of OOF rows)")
             print(f"best trial in the study (seed {args.seed}): {single['study'].best_value:.5f}")
