@@ -100,7 +100,7 @@ def test_matches_hungarian_oracle(n, k, kind, bounded, objective, seed):
 
 @pytest.mark.parametrize("jit", ["0", "1"])
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("n,k", [(600, 10), (2000, 7), (900, 30)])  # K >= 20: bulk price steps first
+@pytest.mark.parametrize("n,k", [(600, 10), (2000, 7), (900, 30), (910, 30)])  # K >= 20: bulk price steps first
 def test_larger_fixed_cases(kind, n, k, jit, monkeypatch):
     # Both the interpreted kernels and the numba-compiled ones (STACKER_JIT=1).
     monkeypatch.setenv("STACKER_JIT", jit)
