@@ -249,7 +249,8 @@ class Blend(Transform):
         seconds = np.zeros((len(members), n_folds))
         left = [len(members)] * n_folds
         next_fold, fold_scores = 0, []
-        shared = {"X": X, "y": y, "w": w, "groups": groups}
+        shared = {"X": X, "y": y, "w": w, "groups": groups,
+                  "preload": tuple(sorted({m.family for m in members}))}
         for i, res in run_tasks(fit_member_fold, tasks, shared, n_jobs=self.n_jobs,
                                 scheduler=self.scheduler, progress=self.progress, desc="blend fits"):
             mi, f = where[i]

@@ -13,6 +13,7 @@ runs ``n_jobs`` tasks side by side, so two cores are never oversubscribed.
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -44,8 +45,14 @@ def fit_member_fold(
     groups: np.ndarray,
     train: np.ndarray,
     valid: np.ndarray,
+    preload: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Fit one member on ``train`` rows and predict ``valid`` rows.
+
+    ``preload`` names every family of the run: importing them all in the first
+    task a worker runs keeps that worker's memory steady afterwards, so loky's
+    leak check (300 MB over the size after the first task) does not recycle the
+    worker, and re-import torch, each time a Keras task follows a tree task.
 
     Returns
     -------
@@ -56,6 +63,10 @@ def fit_member_fold(
     from stacker.metamodels import get_family
 
     t0 = time.perf_counter()
+    for name in preload:
+        get_family(name)  # imports Keras (and torch) for "keras"
+        if name in ("xgboost", "lightgbm"):
+            importlib.import_module(name)
     cls = get_family(family)
     with _limit_threads(family):
         est = cls(**{**params, "random_state": int(seed)})

@@ -1,0 +1,178 @@
+"""Blend cost: wall time and peak memory of a K-fold Blend fit, against a plain sequential loop.
+
+The holdout is synthetic but realistic: ``--rows`` rows (half unaltered, half
+manipulated views of ``rows/2`` images) of 9 level-1 models x 10 classes, each
+model's probabilities drawn from a Dirichlet peaked on the true class with its
+own accuracy and a shared confusion structure, plus the manipulation flag
+(91 features).
+
+For each (rows, members) setting it measures
+
+* ``Blend.fit`` (``--jobs`` parallel fits, one thread each): wall time, rows/s,
+  peak resident memory of the process tree (sampled every 0.2 s);
+* the straightforward loop over the same members and folds in this process,
+  each fit with the libraries' own threading (XGBoost/LightGBM/torch on all
+  cores), as a user would write it.
+
+``--members N`` scales the recipe's family counts to about N members;
+``--rows`` and ``--members`` take several values to show how time grows.
+
+Run:  python benchmarks/bench_blend_cost.py --rows 50000 --members 54 --jobs 2
+      python benchmarks/bench_blend_cost.py --rows 5000 10000 --members 6 12 --no-loop
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import numpy as np
+
+
+def synthetic_holdout(n_rows: int, n_models: int = 9, n_classes: int = 10, seed: int = 0):
+    from stacker.table import PredictionTable
+
+    rng = np.random.default_rng(seed)
+    classes = [f"camera-{i}" for i in range(n_classes)]
+    n_img = n_rows // 2
+    y_img = rng.integers(0, n_classes, n_img)
+    ids = np.repeat(np.arange(n_img), 2)
+    manip = np.tile([0, 1], n_img)
+    y = y_img[ids]
+    # A shared confusion structure: each class is mistaken for one neighbour more often.
+    neighbour = (np.arange(n_classes) + 1) % n_classes
+    probs = np.empty((len(ids), n_models, n_classes))
+    for m in range(n_models):
+        strength = rng.uniform(2.0, 8.0)
+        alpha = np.full((len(ids), n_classes), 0.15)
+        hard = manip == 1
+        alpha[np.arange(len(ids)), y] += np.where(hard, strength * 0.5, strength)
+        alpha[np.arange(len(ids)), neighbour[y]] += 0.6
+        g = rng.gamma(alpha)
+        probs[:, m] = g / g.sum(axis=1, keepdims=True)
+    return PredictionTable.from_arrays(
+        [f"img{i:06d}" for i in ids], probs, classes, models=[f"model-{m}" for m in range(n_models)],
+        labels=[classes[k] for k in y], manip=manip,
+    )
+
+
+def scaled_recipe(name: str, n_members: int | None):
+    from stacker.recipe import FamilySpec, Recipe
+
+    r = Recipe.coerce(name)
+    if not n_members or n_members >= r.n_members:
+        return r
+    f = n_members / r.n_members
+    fams = [FamilySpec(x.family, max(1, round(x.count * f)), x.params) for x in r.families]
+    return Recipe(f"{r.name}-x{n_members}", fams, r.description)
+
+
+class PeakRSS:
+    """Peak resident memory of this process plus its children, sampled in a thread."""
+
+    def __init__(self, every: float = 0.2) -> None:
+        import psutil
+
+        self.proc = psutil.Process()
+        self.every = every
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def _total(self) -> int:
+        total = self.proc.memory_info().rss
+        for c in self.proc.children(recursive=True):
+            try:
+                total += c.memory_info().rss
+            except Exception:
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._total())
+            time.sleep(self.every)
+
+    def __enter__(self):
+        self.peak = self._total()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+
+
+def sequential_loop(table, blend) -> float:
+    """Fit the same members on the same folds one after another, library-default threading."""
+    from stacker.blend import _task_seed
+    from stacker.metamodels import BLOCK_FAMILIES, get_family
+
+    spec = blend.feature_spec_
+    X = spec.transform(table)
+    y = table.y
+    cores = os.cpu_count() or 1
+    t0 = time.perf_counter()
+    for m in blend.members_:
+        for f in range(int(blend.n_folds)):
+            tr, te = blend.folds_ != f, blend.folds_ == f
+            params = dict(m.params)
+            if m.family in BLOCK_FAMILIES:
+                params.update(layout=spec.layout, input=spec.kind)
+            if m.family in ("xgboost", "lightgbm"):
+                params["n_jobs"] = cores
+            est = get_family(m.family)(**params, random_state=_task_seed(m.seed, f))
+            est.fit(X[tr], y[tr], groups=table.ids[tr]).predict_proba(X[te])
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, nargs="+", default=[50_000])
+    ap.add_argument("--members", type=int, nargs="+", default=[0], help="about N members (0: the whole recipe)")
+    ap.add_argument("--recipe", default="default")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--no-loop", action="store_true", help="skip the sequential loop")
+    args = ap.parse_args()
+
+    from stacker.blend import Blend
+
+    results = []
+    for rows in args.rows:
+        table = synthetic_holdout(rows)
+        for n_members in args.members:
+            recipe = scaled_recipe(args.recipe, n_members)
+            with PeakRSS() as mem:
+                t0 = time.perf_counter()
+                b = Blend(recipe, n_folds=args.folds, seed=0, n_jobs=args.jobs).fit(table)
+                wall = time.perf_counter() - t0
+            fam_s = {}
+            for m, s in zip(b.members_, b.fit_seconds_.sum(axis=1)):
+                fam_s[m.family] = fam_s.get(m.family, 0.0) + s
+            loop = None if args.no_loop else sequential_loop(table, b)
+            acc = b.scores_["blend"]["all"]["accuracy"]
+            results.append((rows, recipe.n_members, wall, mem.peak / 2**30, loop, acc, fam_s))
+            print(f"rows {rows:>7}  members {recipe.n_members:>3}  blend {wall:8.1f}s  peak {mem.peak / 2**30:5.2f} GiB"
+                  f"  loop {'-' if loop is None else f'{loop:8.1f}s'}  oof acc {acc:.4f}  "
+                  f"fit-seconds by family: " + ", ".join(f"{k} {v:.0f}" for k, v in fam_s.items()), flush=True)
+
+    print(f"\n{args.folds}-fold Blend fit, {args.jobs} jobs, recipe {args.recipe!r}, 9 models x 10 classes + manip, "
+          f"{os.cpu_count()} cores (shared: timings are noisy)")
+    print(f"{'rows':>8}{'members':>9}{'fits':>6}{'wall s':>9}{'rows/s':>9}{'peak GiB':>10}{'loop s':>9}{'speed-up':>10}")
+    for rows, nm, wall, peak, loop, acc, _ in results:
+        sp = "-" if loop is None else f"{loop / wall:.2f}x"
+        ls = "-" if loop is None else f"{loop:.1f}"
+        print(f"{rows:>8}{nm:>9}{nm * args.folds:>6}{wall:>9.1f}{rows * nm * args.folds / wall:>9.0f}"
+              f"{peak:>10.2f}{ls:>9}{sp:>10}")
+    print("rows/s = rows x members x folds fitted per second of wall time")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
