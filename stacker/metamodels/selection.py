@@ -73,8 +73,9 @@ class GreedyEnsembleSelection(MetaModel):
     Parameters
     ----------
     layout : (n_models, n_classes) or None
-        Block structure of the first ``n_models * n_classes`` features; None
-        infers ``n_features // n_classes`` blocks.
+        Block structure of the first ``n_models * n_classes`` features; column
+        ``k`` of each block is the probability of ``classes_[k]`` (the sorted
+        labels). None infers ``n_features // n_classes`` blocks.
     input : {"proba", "log"}, default "proba"
     n_iter : int, default 50
         Greedy steps.
