@@ -140,7 +140,10 @@ class Level1Net(_module_base()):  # type: ignore[misc]
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
         self.dropout = nn.Dropout(drop_rate)
-        self.head = nn.Linear(self.backbone.num_features + 1, n_classes)
+        # Pooled width: timm's ``head_hidden_size`` where a model adds a conv head after pooling
+        # (MobileNetV3, EfficientNet-Lite heads), else ``num_features``.
+        width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        self.head = nn.Linear(int(width) + 1, n_classes)
 
     def forward(self, images: Any, manip: Any) -> Any:
         import torch

@@ -166,10 +166,18 @@ def _validate(model: Any, val: list[ImageRecord], items: list[tuple[int, str]], 
               cfg: Level1Config, device: Any) -> tuple[dict[str, float], list[Skipped]]:
     from level1.predict import predict_items
 
-    probs, ok, skipped = predict_items(
-        [[model]], val, items, groups=["identity"], size=cfg.crop, crop=cfg.crop, batch_size=cfg.effective_batch_size_predict,
-        device=device, workers=cfg.workers, progress=False, backend=cfg.manip_backend, desc="validate",
-    )
+    # Inference mode alone keeps BatchNorm in training mode (batch statistics, running stats
+    # updated from validation images); evaluate in eval mode and restore the caller's mode.
+    was_training = model.training
+    model.eval()
+    try:
+        probs, ok, skipped = predict_items(
+            [[model]], val, items, groups=["identity"], size=cfg.crop, crop=cfg.crop,
+            batch_size=cfg.effective_batch_size_predict, device=device, workers=cfg.workers, progress=False,
+            backend=cfg.manip_backend, desc="validate",
+        )
+    finally:
+        model.train(was_training)
     p = probs[:, 0, :]
     y = np.array([class_index[val[r].label] for r, _ in items])  # type: ignore[index]
     flag = np.array([1 if (kind or val[r].manip) else 0 for r, kind in items])

@@ -351,3 +351,38 @@ def test_fixed_holdout_list(tmp_path):
     (tmp_path / "none.txt").write_text("zzz.jpg\n")
     with pytest.raises(ImageDataError, match="no image of the source is in the holdout list"):
         train_model(_cfg(root, holdout=str(tmp_path / "none.txt")), tmp_path / "run2", log=lambda m: None)
+
+
+@pytest.mark.parametrize("name", ["resnet10t", "mobilenetv3_small_050"])
+def test_head_fits_models_whose_pooled_width_differs_from_num_features(name):
+    # MobileNetV3 adds a conv head after pooling: its pooled width is head_hidden_size (1024), not 288.
+    import torch
+
+    from level1.model import Level1Net
+
+    net = Level1Net(name, n_classes=3).eval()
+    with torch.inference_mode():
+        out = net(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.tensor([0.0, 1.0]))
+    assert out.shape == (2, 3)
+
+
+def test_validation_runs_in_eval_mode_and_leaves_batchnorm_stats_alone(tmp_path):
+    import torch
+
+    from level1.model import Level1Net
+    from level1.train import _validate, _validation_items
+
+    root = _write_dataset(tmp_path / "data", per_class=3, size=48)
+    cfg = _cfg(root, crop=32)
+    from level1.data import scan_folder
+
+    records, classes, _ = scan_folder(root)
+    class_index = {c: i for i, c in enumerate(classes)}
+    net = Level1Net("resnet10t", n_classes=len(class_index)).train()
+    before = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
+    val, items = _validation_items(records, cfg)
+    metrics, _ = _validate(net, val, items, class_index, cfg, torch.device("cpu"))
+    assert net.training  # the caller's mode is restored
+    after = {k: v for k, v in net.state_dict().items() if "running" in k}
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert 0.0 <= metrics["val_acc"] <= 1.0
