@@ -19,7 +19,7 @@ import numpy as np
 #: Probabilities below this are treated as this value (log = -690.8).
 TINY = 1e-300
 
-__all__ = ["TINY", "ssp", "bulk_argmax", "certificate_violations", "has_bad_rows", "HAVE_NUMBA", "PYTHON", "JIT_MIN_WORK", "kernels"]
+__all__ = ["TINY", "ssp", "bulk_argmax", "certificate_violations", "has_bad_rows", "score_violations", "HAVE_NUMBA", "PYTHON", "JIT_MIN_WORK", "kernels"]
 
 try:  # pragma: no cover - exercised when numba is installed
     import numba as _numba
@@ -354,40 +354,50 @@ def _weights(h, K, log_mode):
     return w, mult
 
 
+def _value(x, w, mult, log_mode):
+    """One row value of ``score + h`` (or its multiplicative form, see :func:`_weights`)."""
+    if mult:
+        return max(x, TINY) * w
+    if log_mode:
+        return np.log(max(x, TINY)) + w
+    return x + w
+
+
 def bulk_argmax(P, h, log_mode):
-    """Per row: argmax of ``score + h`` (lowest class on ties) and how far it leads the runner-up.
+    """Per row: argmax of ``score + h`` (lowest class on ties), how far it leads the
+    runner-up, and the class counts.
 
     ``score`` is ``log(max(P, TINY))`` when ``log_mode`` else ``P``.  In log mode the
     argmax is taken on ``max(P, TINY) * exp(h - max h)`` when that cannot underflow,
     so no logarithm is computed; the lead is then the ratio best / runner-up (else
-    the difference): only its order is used.
+    the difference).  The lead is a lower bound of the true one (0 where the
+    runner-up's weighted value is too small for an accurate ratio): the solver
+    freezes rows by it and certifies them from it.
     """
     n, K = P.shape
     assign = np.empty(n, np.int64)
     margin = np.empty(n)
+    cnt = np.zeros(K, np.int64)
     w, mult = _weights(h, K, log_mode)
-    v = np.empty(K)
     for i in range(n):
-        for k in range(K):
-            x = P[i, k]
-            if mult:
-                v[k] = max(x, TINY) * w[k]
-            elif log_mode:
-                v[k] = np.log(max(x, TINY)) + w[k]
-            else:
-                v[k] = x + w[k]
-        # Branch-free running top two, then the first index of the maximum.
-        best = -np.inf
+        # Branch-free running top two (selects, not jumps: the argmax is unpredictable);
+        # strict > keeps the lowest class among tied maxima.
+        best = _value(P[i, 0], w[0], mult, log_mode)
         second = -np.inf
-        for k in range(K):
-            second = max(second, min(best, v[k]))
-            best = max(best, v[k])
-        arg = K
-        for k in range(K - 1, -1, -1):
-            arg = k if v[k] == best else arg
+        arg = 0
+        for k in range(1, K):
+            x = _value(P[i, k], w[k], mult, log_mode)
+            gt = x > best
+            second = max(second, min(best, x))
+            arg = k if gt else arg
+            best = x if gt else best
         assign[i] = arg
-        margin[i] = best / second if mult else best - second
-    return assign, margin
+        cnt[arg] += 1
+        if mult:
+            margin[i] = best / second if second > 1e-290 else 0.0
+        else:
+            margin[i] = best - second
+    return assign, margin, cnt
 
 
 def certificate_violations(P, assign, h, log_mode, tol):
@@ -482,29 +492,39 @@ def refine_prices(S, assign, h, lower, upper, sweeps):
             h[k] += step[k]
 
 
-def gather_contested(P, assign, margin, delta, log_mode):
+def gather_contested(P, assign, margin, delta, log_mode, cnt):
     """Rows whose lead is at most ``delta`` (the contested ones), their scores, and the
-    class counts of all rows and of the other (frozen) rows."""
-    n, K = P.shape
-    cnt = np.zeros(K, np.int64)
-    fixed = np.zeros(K, np.int64)
-    nc = 0
+    class counts of the other (frozen) rows (``cnt``: the counts of all rows).
+
+    NumPy in both kernel sets: its vectorised logarithm is several times faster than
+    a compiled scalar loop's."""
+    K = P.shape[1]
+    rows = np.flatnonzero(margin <= delta)
+    S = P[rows]
+    if log_mode:
+        np.maximum(S, TINY, out=S)
+        np.log(S, out=S)
+    return rows, S, cnt - np.bincount(assign[rows], minlength=K)
+
+
+def score_violations(S, assign, h, tol):
+    """Number of rows of the scores ``S`` whose class is not an argmax of ``S + h``
+    within ``tol`` (relative to ``1 + |best|``): the certificate on gathered scores."""
+    n, K = S.shape
+    bad = 0
     for i in range(n):
-        cnt[assign[i]] += 1
-        if margin[i] <= delta:
-            nc += 1
-        else:
-            fixed[assign[i]] += 1
-    rows = np.empty(nc, np.int64)
-    S = np.empty((nc, K))
-    q = 0
-    for i in range(n):
-        if margin[i] <= delta:
-            rows[q] = i
-            for k in range(K):
-                S[q, k] = np.log(max(P[i, k], TINY)) if log_mode else P[i, k]
-            q += 1
-    return rows, S, cnt, fixed
+        best = -np.inf
+        for k in range(K):
+            best = max(best, S[i, k] + h[k])
+        if S[i, assign[i]] + h[assign[i]] < best - tol * (1.0 + abs(best)):
+            bad += 1
+    return bad
+
+
+def margin_is_ratio(h, log_mode):
+    """Whether :func:`bulk_argmax` returns leads as ratios (else as score differences)."""
+    K = h.shape[0] - 1
+    return bool(_weights(h, K, log_mode)[1])
 
 
 def has_bad_rows(P):
@@ -523,13 +543,11 @@ def has_bad_rows(P):
     return False
 
 
-def _np_gather_contested(P, assign, margin, delta, log_mode):
-    K = P.shape[1]
-    rows = np.flatnonzero(margin <= delta)
-    sub = P[rows]
-    S = np.log(np.maximum(sub, TINY)) if log_mode else sub.copy()
-    cnt = np.bincount(assign, minlength=K)
-    return rows, S, cnt, cnt - np.bincount(assign[rows], minlength=K)
+def _np_score_violations(S, assign, h, tol):
+    V = S + h[: S.shape[1]]
+    best = V.max(axis=1)
+    mine = V[np.arange(len(V)), assign]
+    return int(np.count_nonzero(mine < best - tol * (1.0 + np.abs(best))))
 
 
 def _np_has_bad_rows(P):
@@ -543,9 +561,9 @@ def _np_values(P, h, log_mode):
 
 def _np_bulk_argmax(P, h, log_mode):
     V = _np_values(P, h, log_mode)
-    assign = np.argmax(V, axis=1)
+    assign = np.argmax(V, axis=1).astype(np.int64)
     top2 = np.partition(V, V.shape[1] - 2, axis=1)[:, -2:]
-    return assign.astype(np.int64), top2[:, 1] - top2[:, 0]
+    return assign, top2[:, 1] - top2[:, 0], np.bincount(assign, minlength=V.shape[1]).astype(np.int64)
 
 
 def _np_certificate_violations(P, assign, h, log_mode, tol):
@@ -566,8 +584,10 @@ PYTHON = _Namespace(
     bulk_argmax=_np_bulk_argmax,
     certificate_violations=_np_certificate_violations,
     has_bad_rows=_np_has_bad_rows,
-    gather_contested=_np_gather_contested,
+    gather_contested=gather_contested,
     refine_prices=refine_prices,
+    score_violations=_np_score_violations,
+    margin_is_ratio=lambda h, log_mode: False,
 )
 
 #: Below this many probabilities (rows x classes) the interpreted kernels are used
@@ -595,15 +615,17 @@ class _Kernels:
             jit = _numba.njit(cache=True, nogil=True)
             g = globals()
             # Helpers are compiled first and rebound so the compiled callers call compiled code.
-            for name in ("_select", "_store", "_recompute", "_add_newcomer", "_weights"):
+            for name in ("_select", "_store", "_recompute", "_add_newcomer", "_weights", "_value"):
                 g[name] = jit(g[name])
             self._compiled = _Namespace(
                 ssp=jit(ssp),
                 bulk_argmax=jit(bulk_argmax),
                 certificate_violations=jit(certificate_violations),
                 has_bad_rows=jit(has_bad_rows),
-                gather_contested=jit(gather_contested),
+                gather_contested=gather_contested,
                 refine_prices=jit(refine_prices),
+                score_violations=jit(score_violations),
+                margin_is_ratio=margin_is_ratio,
             )
         return self._compiled
 

@@ -268,12 +268,11 @@ def _solve(P: np.ndarray, lo: np.ndarray, up: np.ndarray, log_mode: bool) -> tup
     idx = np.arange(m, dtype=np.int64) * _SUBSAMPLE + np.random.default_rng(_SEED).integers(0, _SUBSAMPLE, m)
     slo = np.floor(lo * (m / n)).astype(np.int64)
     sup = np.minimum(np.ceil(up * (m / n)).astype(np.int64), m)
-    h = _solve(P[idx], slo, sup, log_mode)[1]
+    h = _solve(np.take(P, idx, axis=0), slo, sup, log_mode)[1]  # take: several times faster than P[idx]
     for attempt in range(12):
         # Freeze the rows that lead their runner-up by more than delta under these prices;
         # re-solve exactly on the others; the certificate over all rows says if that was enough.
-        assign, margin = kern.bulk_argmax(P, h, log_mode)
-        cnt = np.bincount(assign, minlength=k)
+        assign, margin, cnt = kern.bulk_argmax(P, h, log_mode)
         units = int(np.maximum(cnt - up, 0).sum() + np.maximum(lo - cnt, 0).sum())
         target = (8 * units + 64 * k + 1024) * 4**attempt
         if target >= n:
@@ -283,7 +282,7 @@ def _solve(P: np.ndarray, lo: np.ndarray, up: np.ndarray, log_mode: bool) -> tup
             step = 16
             sample = margin[::step]
             delta = float(np.partition(sample, min(target // step, len(sample) - 1))[min(target // step, len(sample) - 1)])
-        cand, S, cnt, fixed_cnt = kern.gather_contested(P, assign, margin, delta, log_mode)
+        cand, S, fixed_cnt = kern.gather_contested(P, assign, margin, delta, log_mode, cnt)
         nc = len(cand)
         clo = np.maximum(lo - fixed_cnt, 0)
         cup = up - fixed_cnt
@@ -299,10 +298,30 @@ def _solve(P: np.ndarray, lo: np.ndarray, up: np.ndarray, log_mode: bool) -> tup
                 raise ConfigError(f"the quotas cannot be met (lower {lo.tolist()}, upper {up.tolist()})")
             continue
         assign[cand] = sub
+        if _frozen_rows_certified(kern, h, hh, delta, log_mode) and kern.score_violations(S, sub, hh, _CERT_TOL) == 0:
+            return assign, hh, True
         if kern.certificate_violations(P, assign, hh, log_mode, _CERT_TOL) == 0:
             return assign, hh, True
         h = hh
     raise RuntimeError("exact assignment did not converge")  # pragma: no cover
+
+
+def _frozen_rows_certified(kern, h: np.ndarray, hh: np.ndarray, delta: float, log_mode: bool) -> bool:
+    """Whether every frozen row is still at an argmax under the new potentials ``hh``.
+
+    A frozen row leads every other class by more than ``delta`` under ``h`` (a score
+    difference, or a ratio of weighted probabilities); moving from ``h`` to ``hh``
+    changes any such lead by at most the spread of ``hh - h``, so a spread below the
+    lead proves the row certificate for all frozen rows without a pass over them.
+    """
+    if not np.isfinite(delta):
+        return True  # nothing was frozen
+    if delta <= 0:
+        return False
+    change = hh[:-1] - h[:-1]
+    spread = float(change.max() - change.min())
+    lead = math.log(delta) if kern.margin_is_ratio(h, log_mode) else delta
+    return spread <= lead
 
 
 def solve_assignment(
