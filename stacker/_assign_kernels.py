@@ -18,6 +18,8 @@ import numpy as np
 
 #: Probabilities below this are treated as this value (log = -690.8).
 TINY = 1e-300
+#: Rows sampled per class short of rows in a bulk price step (see :func:`refine_prices`).
+_REFINE_SAMPLE = 32_768
 
 __all__ = ["TINY", "ssp", "bulk_argmax", "certificate_violations", "has_bad_rows", "score_violations", "HAVE_NUMBA", "PYTHON", "JIT_MIN_WORK", "kernels"]
 
@@ -365,7 +367,8 @@ def _value(x, w, mult, log_mode):
 
 def bulk_argmax(P, h, log_mode):
     """Per row: argmax of ``score + h`` (lowest class on ties), how far it leads the
-    runner-up, and the class counts.
+    runner-up; the class counts; and whether some row is invalid (:func:`has_bad_rows`:
+    the other outputs are then meaningless).
 
     ``score`` is ``log(max(P, TINY))`` when ``log_mode`` else ``P``.  In log mode the
     argmax is taken on ``max(P, TINY) * exp(h - max h)`` when that cannot underflow,
@@ -379,25 +382,34 @@ def bulk_argmax(P, h, log_mode):
     margin = np.empty(n)
     cnt = np.zeros(K, np.int64)
     w, mult = _weights(h, K, log_mode)
+    bad = False
     for i in range(n):
         # Branch-free running top two (selects, not jumps: the argmax is unpredictable);
-        # strict > keeps the lowest class among tied maxima.
-        best = _value(P[i, 0], w[0], mult, log_mode)
+        # strict > keeps the lowest class among tied maxima.  The row's sum and minimum
+        # validate it in the same pass (see has_bad_rows).
+        p = P[i, 0]
+        total = p
+        low = min(p, 0.0)
+        best = _value(p, w[0], mult, log_mode)
         second = -np.inf
         arg = 0
         for k in range(1, K):
-            x = _value(P[i, k], w[k], mult, log_mode)
+            p = P[i, k]
+            total += p
+            low = min(low, p)
+            x = _value(p, w[k], mult, log_mode)
             gt = x > best
             second = max(second, min(best, x))
             arg = k if gt else arg
             best = x if gt else best
+        bad |= not (np.isfinite(total) and low >= 0.0 and total > 0.0)
         assign[i] = arg
         cnt[arg] += 1
         if mult:
             margin[i] = best / second if second > 1e-290 else 0.0
         else:
             margin[i] = best - second
-    return assign, margin, cnt
+    return assign, margin, cnt, bad
 
 
 def certificate_violations(P, assign, h, log_mode, tol):
@@ -435,59 +447,83 @@ def refine_prices(S, assign, h, lower, upper, sweeps):
     bound raises its price just enough to shed half its excess, every class under its
     lower bound lowers it to win half its shortfall (all at once, from the same top-two
     scores).  Leaves ``assign`` the argmax of ``S + h`` (lowest class on ties).  Only a
-    warm start: :func:`ssp` makes the result exact whatever these steps do."""
+    warm start: :func:`ssp` makes the result exact whatever these steps do.
+
+    The step sizes are order statistics of per-class leads; for a class short of rows
+    they come from a strided sample of at most ``_REFINE_SAMPLE`` rows (one row-major
+    pass for all such classes), so a sweep costs O(n K) whatever the number of classes
+    off their bounds."""
     n, K = S.shape
     best = np.empty(n)
     second = np.empty(n)
+    stride = max(1, n // _REFINE_SAMPLE)
+    ns = (n + stride - 1) // stride
     for sweep in range(sweeps + 1):
         cnt = np.zeros(K, np.int64)
         for i in range(n):
-            b1 = -np.inf
+            b1 = S[i, 0] + h[0]
             b2 = -np.inf
             arg = 0
-            for k in range(K):
+            for k in range(1, K):
                 v = S[i, k] + h[k]
-                if v > b1:
-                    b2 = b1
-                    b1 = v
-                    arg = k
-                elif v > b2:
-                    b2 = v
+                gt = v > b1
+                b2 = max(b2, min(b1, v))
+                arg = k if gt else arg
+                b1 = v if gt else b1
             assign[i] = arg
             best[i] = b1
             second[i] = b2
             cnt[arg] += 1
         if sweep == sweeps:
             return
-        off = 0
+        over = np.zeros(K, np.bool_)
+        short = np.empty(K, np.int64)  # class -> its slot among the classes short of rows, or -1
+        n_short = 0
         for k in range(K):
-            if cnt[k] > upper[k] or cnt[k] < lower[k]:
-                off += 1
-        if off == 0:
+            over[k] = cnt[k] > upper[k]
+            short[k] = -1
+            if cnt[k] < lower[k]:
+                short[k] = n_short
+                n_short += 1
+        if n_short == 0 and not over.any():
             return
         step = np.zeros(K)
+        # Over-full classes: the leads of their members, bucketed by class in one pass.
+        start = np.zeros(K + 1, np.int64)
         for k in range(K):
-            if cnt[k] > upper[k]:
+            start[k + 1] = start[k] + (cnt[k] if over[k] else 0)
+        leads = np.empty(start[K])
+        fill = start[:K].copy()
+        for i in range(n):
+            a = assign[i]
+            if over[a]:
+                leads[fill[a]] = best[i] - second[i]
+                fill[a] += 1
+        for k in range(K):
+            if over[k]:
                 e = (cnt[k] - upper[k] + 1) // 2
-                vals = np.empty(cnt[k])
-                q = 0
-                for i in range(n):
-                    if assign[i] == k:
-                        vals[q] = best[i] - second[i]
-                        q += 1
-                d = np.partition(vals, e - 1)[e - 1]
+                d = np.partition(leads[start[k] : start[k + 1]], e - 1)[e - 1]
                 step[k] = -(d + 1e-12 * (1.0 + abs(d)))
-            elif cnt[k] < lower[k]:
-                e = (lower[k] - cnt[k] + 1) // 2
-                vals = np.empty(n - cnt[k])
-                q = 0
-                for i in range(n):
-                    if assign[i] != k:
-                        vals[q] = best[i] - (S[i, k] + h[k])
-                        q += 1
-                if q >= e:
-                    d = np.partition(vals, e - 1)[e - 1]
-                    step[k] = d + 1e-12 * (1.0 + abs(d))
+        if n_short > 0:
+            # Short classes: the gap from each sampled non-member's best to the class.
+            gaps = np.empty((n_short, ns))
+            ng = np.zeros(n_short, np.int64)
+            for i in range(0, n, stride):
+                a = assign[i]
+                for k in range(K):
+                    j = short[k]
+                    if j >= 0 and a != k:
+                        gaps[j, ng[j]] = best[i] - (S[i, k] + h[k])
+                        ng[j] += 1
+            for k in range(K):
+                j = short[k]
+                if j >= 0:
+                    # The e-th smallest gap over all rows, as the matching quantile of the sample.
+                    e = (lower[k] - cnt[k] + 1) // 2
+                    if e <= n - cnt[k] and ng[j] > 0:
+                        q = min(max((e * ng[j]) // (n - cnt[k]), 1), ng[j])
+                        d = np.partition(gaps[j, : ng[j]], q - 1)[q - 1]
+                        step[k] = d + 1e-12 * (1.0 + abs(d))
         for k in range(K):
             h[k] += step[k]
 
@@ -563,7 +599,8 @@ def _np_bulk_argmax(P, h, log_mode):
     V = _np_values(P, h, log_mode)
     assign = np.argmax(V, axis=1).astype(np.int64)
     top2 = np.partition(V, V.shape[1] - 2, axis=1)[:, -2:]
-    return assign, top2[:, 1] - top2[:, 0], np.bincount(assign, minlength=V.shape[1]).astype(np.int64)
+    cnt = np.bincount(assign, minlength=V.shape[1]).astype(np.int64)
+    return assign, top2[:, 1] - top2[:, 0], cnt, _np_has_bad_rows(P)
 
 
 def _np_certificate_violations(P, assign, h, log_mode, tol):

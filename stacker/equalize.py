@@ -117,13 +117,14 @@ _CERT_TOL = 1e-9
 
 
 # ------------------------------------------------------------------ validation
-def _check_probs(P: np.ndarray, *, what: str = "probabilities") -> np.ndarray:
+def _check_probs(P: np.ndarray, *, what: str = "probabilities", scan: bool = True) -> np.ndarray:
+    """Shape checks, and (``scan``) one pass for NaN, infinite, negative and all-zero rows."""
     P = np.ascontiguousarray(P, dtype=np.float64)
     if P.ndim != 2 or P.shape[1] < 2:
         raise ConfigError(f"{what} must be a 2-d array with at least 2 classes, got shape {P.shape}")
     if P.shape[0] == 0:
         raise ConfigError(f"{what}: no rows to assign (empty group)")
-    if not kernels.pick(P.size).has_bad_rows(P):  # one pass; the details below only on failure
+    if not scan or not kernels.pick(P.size).has_bad_rows(P):  # one pass; the details below only on failure
         return P
     finite = np.isfinite(P)
     if not finite.all():
@@ -263,16 +264,23 @@ def _solve(P: np.ndarray, lo: np.ndarray, up: np.ndarray, log_mode: bool) -> tup
         return assign, h, False
     # Prices from a sample: one random row out of every block of _SUBSAMPLE rows (fixed
     # seed), an equal-probability sample whatever the row order, gathered in order.
+    # The rows are validated here (the caller skips its scan): the sample before its
+    # solve, all rows in the first bulk pass; the detailed error comes from _check_probs.
     kern = kernels.pick(P.size)
     m = n // _SUBSAMPLE
     idx = np.arange(m, dtype=np.int64) * _SUBSAMPLE + np.random.default_rng(_SEED).integers(0, _SUBSAMPLE, m)
     slo = np.floor(lo * (m / n)).astype(np.int64)
     sup = np.minimum(np.ceil(up * (m / n)).astype(np.int64), m)
-    h = _solve(np.take(P, idx, axis=0), slo, sup, log_mode)[1]  # take: several times faster than P[idx]
+    sample = np.take(P, idx, axis=0)  # take: several times faster than P[idx]
+    if kern.has_bad_rows(sample):
+        _check_probs(P)
+    h = _solve(sample, slo, sup, log_mode)[1]
     for attempt in range(12):
         # Freeze the rows that lead their runner-up by more than delta under these prices;
         # re-solve exactly on the others; the certificate over all rows says if that was enough.
-        assign, margin, cnt = kern.bulk_argmax(P, h, log_mode)
+        assign, margin, cnt, bad = kern.bulk_argmax(P, h, log_mode)
+        if bad:
+            _check_probs(P)
         units = int(np.maximum(cnt - up, 0).sum() + np.maximum(lo - cnt, 0).sum())
         target = (8 * units + 64 * k + 1024) * 4**attempt
         if target >= n:
@@ -280,8 +288,9 @@ def _solve(P: np.ndarray, lo: np.ndarray, up: np.ndarray, log_mode: bool) -> tup
         else:
             # The quantile of the margins, estimated on a strided sixteenth of them.
             step = 16
-            sample = margin[::step]
-            delta = float(np.partition(sample, min(target // step, len(sample) - 1))[min(target // step, len(sample) - 1)])
+            strided = margin[::step]
+            q = min(target // step, len(strided) - 1)
+            delta = float(np.partition(strided, q)[q])
         cand, S, fixed_cnt = kern.gather_contested(P, assign, margin, delta, log_mode, cnt)
         nc = len(cand)
         clo = np.maximum(lo - fixed_cnt, 0)
@@ -355,7 +364,8 @@ def solve_assignment(
         inside its bounds has price 0.  ``exp(-prices)`` are per-class weights.
     """
     log_mode = _objective(objective)
-    P = _check_probs(np.asarray(proba))
+    P = np.asarray(proba)
+    P = _check_probs(P, scan=P.ndim != 2 or P.shape[0] <= _SMALL)  # large inputs: validated by _solve's passes
     n, k = P.shape
     lo, up = _check_bounds(lower, lower if upper is None else upper, n, k)
     assign, h, rows_checked = _solve(P, lo, up, log_mode)

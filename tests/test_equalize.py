@@ -235,6 +235,23 @@ def test_empty_group_and_bad_probabilities():
         solve_assignment(P, [2, 2], objective="linear")
 
 
+@pytest.mark.parametrize("jit", ["0", "1"])
+def test_bad_rows_in_large_inputs_are_found(jit, monkeypatch):
+    # Above 20,000 rows the validation rides on the solver's passes: a bad row inside
+    # the price sample and one outside it must both be reported, by row.
+    monkeypatch.setenv("STACKER_JIT", jit)
+    rng = np.random.default_rng(3)
+    n = 24_000
+    P = rng.dirichlet(np.ones(4), size=n)
+    q = np.full(4, n // 4)
+    for row, value, match in ((0, np.nan, "NaN"), (7, np.nan, "NaN"), (19_999, -0.5, "negative"), (n - 1, 0.0, "all-zero")):
+        bad = P.copy()
+        bad[row] = value
+        with pytest.raises(ProbabilityError, match=match) as err:
+            solve_assignment(bad, q)
+        assert err.value.rows == [row]
+
+
 def test_zero_probabilities_are_taken_only_when_forced():
     # Class 1 has probability 0 for all but one row; it must still receive 2 rows.
     P = np.array([[1.0, 0.0], [0.9, 0.1], [1.0, 0.0], [1.0, 0.0]])
