@@ -285,7 +285,11 @@ class Blend(Transform):
             "blend": metrics.score_split(y, blend_oof, manip, table.classes),
             "members": {m.name: metrics.score_split(y, oof[mi], manip, table.classes) for mi, m in enumerate(members)},
             "folds": fold_scores,
+            # The level-1 models' own scores on the same rows, for reports and comparisons.
+            "level1": {m: metrics.score_split(y, table.probs[:, i, :], manip, table.classes)
+                       for i, m in enumerate(table.models)},
         }
+        self.level1_correlation_ = _level1_correlation(table.probs)
         meta = table.meta.copy()
         if FOLD not in meta.columns:
             meta[FOLD] = pd.array(folds, dtype="Int64")
@@ -362,7 +366,22 @@ class Blend(Transform):
             "weights": self.weights_.tolist(),
             "members": write_members(Path(directory), self.members_, self.weights_, self._states),
             "scores": _jsonable(self.scores_),
+            "level1_correlation": (
+                self.level1_correlation_.tolist() if hasattr(self, "level1_correlation_") else None
+            ),
+            "oof": self._write_oof(Path(directory)),
         }
+
+    def _write_oof(self, directory: Path) -> dict[str, Any] | None:
+        """Keep the level-2 out-of-fold predictions in the bundle, for reports and later calibration."""
+        if not hasattr(self, "oof_"):
+            return None
+        import hashlib
+
+        from stacker.table import write_table
+
+        path = write_table(self.oof_, directory / "oof.parquet")
+        return {"path": "oof.parquet", "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
     @classmethod
     def from_state(cls, state: dict[str, Any], directory: Path) -> Blend:
@@ -378,6 +397,8 @@ class Blend(Transform):
             blend.weights_ = np.asarray(state["weights"], dtype=np.float64)
             blend.members_, blend._states = read_members(Path(directory), state["members"])
             blend.scores_ = state.get("scores", {})
+            if state.get("level1_correlation") is not None:
+                blend.level1_correlation_ = np.asarray(state["level1_correlation"], dtype=np.float64)
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, BundleError):
                 raise
@@ -410,6 +431,17 @@ def _grouped_folds(table: PredictionTable, y: np.ndarray, n_folds: int, seed: in
         return grouped_folds(y, table.ids, n_folds, seed, classes=table.classes)
     except LabelError as exc:
         raise LabelError(exc.reason, path=table.source, column=LABEL, rows=exc.rows) from None
+
+
+def _level1_correlation(probs: np.ndarray) -> np.ndarray:
+    """Pearson correlation between level-1 models of their log-probabilities (all rows and classes)."""
+    m = probs.shape[1]
+    if m < 2:
+        return np.ones((m, m))
+    logp = np.log(np.clip(probs, 1e-15, 1.0)).transpose(1, 0, 2).reshape(m, -1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.corrcoef(logp)
+    return np.nan_to_num(corr, nan=0.0)
 
 
 def _jsonable(v: Any) -> Any:

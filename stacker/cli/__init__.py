@@ -19,7 +19,7 @@ from stacker.errors import StackerError
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 #: Sub-command modules (``stacker.cli._<name>``), in the order ``--help`` lists them.
-COMMANDS: list[str] = ["inspect", "merge", "aggregate", "demo", "fit", "predict", "tune", "equalize"]
+COMMANDS: list[str] = ["inspect", "merge", "aggregate", "fit", "predict", "equalize", "tune", "report", "demo"]
 
 
 class _Parser(argparse.ArgumentParser):

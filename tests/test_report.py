@@ -1,0 +1,96 @@
+"""`stacker report`: a self-contained HTML file whose numbers match the bundle."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from conftest import make_table
+from stacker.blend import Blend
+from stacker.bundle import read_manifest
+from stacker.cli import main
+from stacker.errors import BundleError
+from stacker.report import FIGURES, build_report
+from stacker.table import write_table
+
+TINY = {
+    "name": "tiny-report",
+    "families": {
+        "lightgbm": {"count": 1, "num_leaves": 7, "learning_rate": 0.2, "min_data_in_leaf": 5,
+                     "n_estimators": 20, "early_stopping_rounds": 5},
+        "pool": {"count": 1},
+        "selection": {"count": 1},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    holdout = make_table(n_images=300, models=("cnn-a", "cnn-b", "cnn-c"), seed=1, n_folds=None)
+    test = make_table(n_images=100, models=("cnn-a", "cnn-b", "cnn-c"), seed=2, n_folds=None)
+    blend = Blend(recipe=TINY, n_folds=3, seed=0, n_jobs=1, progress=False).fit(holdout)
+    blend.save(root / "bundle")
+    pred = blend.transform(test)
+    write_table(pred, root / "pred.parquet")
+    return root, blend, pred
+
+
+def _data(text: str) -> dict:
+    m = re.search(r"<script type='application/json' id='report-data'>(.*?)</script>", text, re.S)
+    assert m, "report data block missing"
+    return json.loads(m.group(1))
+
+
+def test_report_numbers_match_the_manifest_and_every_figure_is_present(fitted, tmp_path):
+    root, blend, pred = fitted
+    out = tmp_path / "report.html"
+    assert main(["report", str(root / "bundle"), str(root / "pred.parquet"), "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "http://" not in text and "https://" not in text  # opens with no network
+    for fid in FIGURES:
+        m = re.search(rf"<figure id='fig-{fid}'><img alt='{fid}' src='data:image/png;base64,([A-Za-z0-9+/=]+)'", text)
+        assert m, f"figure {fid} missing"
+        assert len(m.group(1)) > 1000
+    data = _data(text)
+    manifest = read_manifest(root / "bundle")
+    state = manifest["state"]
+    assert data["blend_scores"] == manifest["scores"] == state["scores"]["blend"]
+    assert data["member_weights"] == manifest["member_weights"]
+    assert data["level1_scores"] == state["scores"]["level1"]
+    assert set(data["level1_scores"]) == {"cnn-a", "cnn-b", "cnn-c"}
+    np.testing.assert_allclose(data["level1_correlation"], state["level1_correlation"])
+    # The score table shows the manifest's numbers.
+    acc = manifest["scores"]["all"]["accuracy"]
+    assert f"{acc:.4f}" in text
+    # Confusion matrix and counts come from the labelled predictions.
+    y = pred.y
+    before = pred.probs[:, 0, :].argmax(1)
+    cm = np.asarray(data["confusion"])
+    assert cm.sum() == len(pred) and np.trace(cm) == int((before == y).sum())
+    assert data["class_counts"]["before"] == np.bincount(before, minlength=10).tolist()
+    # Exact equalization by manip: each half (50 rows, 10 classes) gets 5 per class.
+    assert data["class_counts"]["after"] == [10] * 10
+    assert data["accuracy_before"] == pytest.approx(float(np.mean(before == y)))
+
+
+def test_report_without_predictions_uses_the_bundle_oof(fitted):
+    root, blend, _ = fitted
+    html, data = build_report(root / "bundle")
+    assert data["evaluated_on"] == "holdout out-of-fold"
+    assert np.asarray(data["confusion"]).sum() == len(blend.oof_)
+    assert data["accuracy_before"] == pytest.approx(blend.scores_["blend"]["all"]["accuracy"])
+
+
+def test_report_refuses_bad_bundles_and_mismatched_predictions(fitted, tmp_path, capsys):
+    root, _, pred = fitted
+    with pytest.raises(BundleError):
+        build_report(tmp_path / "nope")
+    other = pred.replace(classes=[f"c{i}" for i in range(10)])
+    with pytest.raises(BundleError, match="classes"):
+        build_report(root / "bundle", other)
+    assert main(["report", str(tmp_path / "nope"), "-o", str(tmp_path / "r.html")]) == 2
+    assert not (tmp_path / "r.html").exists()
