@@ -18,6 +18,8 @@ import numpy as np
 
 #: Probabilities below this are treated as this value (log = -690.8).
 TINY = 1e-300
+#: Rows per class pair kept from the first scan of the exact repair (see :func:`ssp`).
+_HEAD = 4
 #: Rows sampled per class short of rows in a bulk price step (see :func:`refine_prices`).
 _REFINE_SAMPLE = 32_768
 
@@ -218,11 +220,10 @@ def ssp(s, assign, h, lower, upper):
         order[fill[assign[i]]] = i
         fill[assign[i]] += 1
 
-    # Per pair (a, b) a sorted prefix of class a's rows by s[r, a] - s[r, b] is built
-    # lazily, when the pair's cheapest row first leaves a; M and Arg start from one scan.
+    # Per pair (a, b) a sorted prefix of class a's rows by s[r, a] - s[r, b]: the first
+    # _HEAD rows (by key, then row) come from the one scan that also sets M and Arg;
+    # longer prefixes are built lazily, when a search needs the pair and its head is used up.
     L0 = 8 + units // K
-    pool = np.empty(1024, np.int64)
-    pos = 0
     pstart = np.zeros((K, K), np.int64)
     plen = np.zeros((K, K), np.int64)
     pptr = np.zeros((K, K), np.int64)
@@ -230,17 +231,43 @@ def ssp(s, assign, h, lower, upper):
     plim = np.full((K, K), L0, np.int64)
     M = np.full((K, K), np.inf)
     Arg = np.full((K, K), -1, np.int64)
+    hk = np.full((K, K, _HEAD), np.inf)
+    hr = np.full((K, K, _HEAD), -1, np.int64)
+    hn = np.zeros((K, K), np.int64)
     for i in range(n):
         a = assign[i]
         sa = s[i, a]
         for b in range(K):
             key = sa - s[i, b]
-            if key < M[a, b]:
-                M[a, b] = key
-                Arg[a, b] = i
+            m = hn[a, b]
+            if m < _HEAD or key < hk[a, b, _HEAD - 1]:
+                # Insertion; rows come in ascending order, so an equal key stays behind.
+                j = min(m, _HEAD - 1)
+                while j > 0 and hk[a, b, j - 1] > key:
+                    hk[a, b, j] = hk[a, b, j - 1]
+                    hr[a, b, j] = hr[a, b, j - 1]
+                    j -= 1
+                hk[a, b, j] = key
+                hr[a, b, j] = i
+                if m < _HEAD:
+                    hn[a, b] = m + 1
+    pool = np.empty(K * K * _HEAD + 1024, np.int64)
+    pos = 0
     for a in range(K):
-        M[a, a] = np.inf
-        Arg[a, a] = -1
+        for b in range(K):
+            if a == b:
+                continue
+            m = hn[a, b]
+            pstart[a, b] = pos
+            plen[a, b] = m
+            pptr[a, b] = pos
+            pfull[a, b] = m == cnt[a]
+            for j in range(m):
+                pool[pos] = hr[a, b, j]
+                pos += 1
+            if m > 0:
+                M[a, b] = hk[a, b, 0]
+                Arg[a, b] = hr[a, b, 0]
     nc = np.empty((K, 16), np.int64)
     ncnt = np.zeros(K, np.int64)
     nseen = np.zeros((K, K), np.int64)
@@ -248,23 +275,27 @@ def ssp(s, assign, h, lower, upper):
 
     dist = np.empty(K + 1)
     done = np.zeros(K + 1, np.bool_)
+    used = np.zeros(K + 1, np.bool_)
     pred = np.empty(K + 1, np.int64)
     predrow = np.empty(K + 1, np.int64)
+    order_t = np.empty(K + 1, np.int64)
     while True:
-        src = -1
-        for v in range(K + 1):
-            if e[v] > 0:
-                src = v
-                break
-        if src < 0:
-            return 0
+        # One Dijkstra search from every node with an excess at once (a super-source),
+        # over all reachable nodes; then augment along vertex-disjoint shortest paths.
+        any_src = False
         for v in range(K + 1):
             dist[v] = np.inf
             done[v] = False
+            used[v] = False
             pred[v] = -1
             predrow[v] = -1
-        dist[src] = 0.0
-        tgt = -1
+            if e[v] > 0:
+                dist[v] = 0.0
+                any_src = True
+        if not any_src:
+            return 0
+        n_t = 0
+        D = 0.0
         while True:
             u = -1
             du = np.inf
@@ -275,9 +306,10 @@ def ssp(s, assign, h, lower, upper):
             if u < 0:
                 break
             done[u] = True
+            D = du
             if e[u] < 0:
-                tgt = u
-                break
+                order_t[n_t] = u  # deficits in settling order: by distance, then class index
+                n_t += 1
             if u < K:
                 hu = h[u]
                 for b in range(K):
@@ -312,34 +344,58 @@ def ssp(s, assign, h, lower, upper):
                             dist[k] = nd
                             pred[k] = T
                             predrow[k] = -1
-        if tgt < 0:
+        if n_t == 0:
             return 1
-        D = dist[tgt]
+        # Potentials: every reachable node by its distance, the others by the largest one;
+        # reduced costs stay >= 0 and every edge of the search tree has reduced cost 0.
         for v in range(K + 1):
             h[v] += dist[v] if dist[v] < D else D
-        e[src] -= 1
-        e[tgt] += 1
-        v = tgt
-        while v != src:
-            u = pred[v]
-            if u == T:
-                g[v] -= 1
-            elif v == T:
-                g[u] += 1
-            else:
-                r = predrow[v]
-                assign[r] = v
-                for b in range(K):
-                    if b != u and Arg[u, b] == r:
-                        stale[u, b] = True
-                nc = _add_newcomer(nc, ncnt, v, r)
-                for c in range(K):
-                    if c != v and not stale[v, c]:
-                        key = s[r, v] - s[r, c]
-                        if key < M[v, c] or (key == M[v, c] and r < Arg[v, c]):
-                            M[v, c] = key
-                            Arg[v, c] = r
-            v = u
+        for j in range(n_t):
+            tgt = order_t[j]
+            # The tree path to tgt, taken only if it shares no node with a path taken
+            # this round (so every edge on it still has reduced cost 0 and its row is
+            # still the pair's cheapest).
+            v = tgt
+            free = True
+            while True:
+                if used[v]:
+                    free = False
+                    break
+                if pred[v] < 0:
+                    break
+                v = pred[v]
+            if not free:
+                continue
+            src = v
+            v = tgt
+            while True:
+                used[v] = True
+                if v == src:
+                    break
+                v = pred[v]
+            e[src] -= 1
+            e[tgt] += 1
+            v = tgt
+            while v != src:
+                u = pred[v]
+                if u == T:
+                    g[v] -= 1
+                elif v == T:
+                    g[u] += 1
+                else:
+                    r = predrow[v]
+                    assign[r] = v
+                    for b in range(K):
+                        if b != u and Arg[u, b] == r:
+                            stale[u, b] = True
+                    nc = _add_newcomer(nc, ncnt, v, r)
+                    for c in range(K):
+                        if c != v and not stale[v, c]:
+                            key = s[r, v] - s[r, c]
+                            if key < M[v, c] or (key == M[v, c] and r < Arg[v, c]):
+                                M[v, c] = key
+                                Arg[v, c] = r
+                v = u
 
 
 def _weights(h, K, log_mode):
@@ -536,7 +592,7 @@ def gather_contested(P, assign, margin, delta, log_mode, cnt):
     a compiled scalar loop's."""
     K = P.shape[1]
     rows = np.flatnonzero(margin <= delta)
-    S = P[rows]
+    S = np.take(P, rows, axis=0)  # several times faster than P[rows]
     if log_mode:
         np.maximum(S, TINY, out=S)
         np.log(S, out=S)
