@@ -41,7 +41,7 @@ from stacker.features import FeatureSpec
 from stacker.metamodels import BLOCK_FAMILIES
 from stacker.metamodels.selection import ensemble_selection
 from stacker.recipe import MemberSpec, Recipe
-from stacker.table import FOLD, LABEL, PredictionTable
+from stacker.table import FOLD, LABEL, VIEW, PredictionTable
 
 __all__ = ["Blend", "COMBINE_RULES", "SELECTION_ITER", "class_sample_weights", "combine_members"]
 
@@ -144,6 +144,11 @@ class Blend(Transform):
         ``tcp://host:port`` of a Dask scheduler to run the fits on instead.
     progress : bool, default False
         Show a progress bar over the fits.
+    tta_power : float or None
+        Power-mean exponent applied to the TTA views of each sample (tables with
+        a ``view`` column) before fitting and predicting; None falls back to the
+        recipe's ``tta_power``, and if that is unset too every view row is its
+        own training row and is predicted as such.
     on_fold : callable or None
         ``on_fold(fold, scores)`` is called as each fold completes, in fold
         order, with the equal-weight blend's ``{"accuracy", "log_loss"}`` on that
@@ -179,6 +184,7 @@ class Blend(Transform):
         scheduler: str | None = None,
         progress: bool = False,
         on_fold: Callable[[int, dict[str, float]], Any] | None = None,
+        tta_power: float | None = None,
     ) -> None:
         self.recipe = recipe
         self.class_weight = class_weight
@@ -190,6 +196,7 @@ class Blend(Transform):
         self.scheduler = scheduler
         self.progress = progress
         self.on_fold = on_fold
+        self.tta_power = tta_power
 
     # ------------------------------------------------------------------ fitting
     def _check_labels(self, table: PredictionTable) -> np.ndarray:
@@ -216,6 +223,8 @@ class Blend(Transform):
         if self.combine not in COMBINE_RULES:
             raise ConfigError(f"combine must be one of {COMBINE_RULES}, got {self.combine!r}")
         recipe = Recipe.coerce(self.recipe)
+        self.tta_power_ = self.tta_power if self.tta_power is not None else recipe.tta_power
+        table = self._aggregate(table)
         y = self._check_labels(table)
         spec = FeatureSpec.from_table(table, self.features)
         # A tuned recipe carries class weights; an explicit class_weight wins.
@@ -297,6 +306,15 @@ class Blend(Transform):
                                     validate=False)
         return self
 
+    def _aggregate(self, table: PredictionTable) -> PredictionTable:
+        """Power mean of each sample's TTA views, when a TTA power is set and the table has views."""
+        p = getattr(self, "tta_power_", None)
+        if p is None or VIEW not in table.meta.columns:
+            return table
+        from stacker.aggregate import aggregate_views
+
+        return aggregate_views(table, p)
+
     # ------------------------------------------------------------------ predicting
     def _check_fitted(self) -> None:
         if not hasattr(self, "weights_"):
@@ -314,7 +332,7 @@ class Blend(Transform):
     def member_proba(self, table: PredictionTable) -> np.ndarray:
         """``(n_members, n_rows, n_classes)``: each member's fold-averaged probabilities (0 for unused members)."""
         self._check_fitted()
-        X = self.feature_spec_.transform(table)
+        X = self.feature_spec_.transform(self._aggregate(table))
         out = np.zeros((len(self.members_), len(X), len(self.classes_)))
         from threadpoolctl import threadpool_limits
 
@@ -336,6 +354,7 @@ class Blend(Transform):
     def transform(self, table: PredictionTable) -> PredictionTable:
         """A one-model table (model ``"blend"``) with the input's meta columns."""
         aligned = self.feature_spec_.align(table) if hasattr(self, "feature_spec_") else table
+        aligned = self._aggregate(aligned)
         p = self.predict_proba(aligned)
         return PredictionTable(aligned.meta.copy(), p[:, None, :], self.classes_, ["blend"],
                                source=table.source, validate=False)
@@ -346,7 +365,7 @@ class Blend(Transform):
 
     def score(self, table: PredictionTable) -> dict[str, Any]:
         """Scores of the blend on a labelled table (all / unaltered / manipulated rows)."""
-        aligned = self.feature_spec_.align(table)
+        aligned = self._aggregate(self.feature_spec_.align(table))
         y = self._check_labels(aligned)
         return metrics.score_split(y, self.predict_proba(aligned), aligned.manip, self.classes_)
 
@@ -391,6 +410,8 @@ class Blend(Transform):
             params = dict(state["params"])
             blend = cls(**params)
             blend.recipe_ = Recipe.from_dict(params["recipe"])
+            tta = params.get("tta_power")
+            blend.tta_power_ = tta if tta is not None else blend.recipe_.tta_power
             blend.classes_ = tuple(state["classes"])
             blend.models_ = tuple(state["models"])
             blend.feature_spec_ = FeatureSpec.from_dict(state["features"])

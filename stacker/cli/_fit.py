@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="feed members log-probabilities or probabilities (default log)")
     p.add_argument("-j", "--jobs", type=int, default=-1, help="parallel fits (default -1: all cores)")
     p.add_argument("--scheduler", default=None, help="Dask scheduler address tcp://HOST:PORT to run fits on")
+    p.add_argument("--tta-power", type=float, default=None,
+                   help="power mean of each image's TTA views before fitting (1 arithmetic, 0 geometric); "
+                   "default: the recipe's tta_power, else every view is a row")
     p.add_argument("--oof", default=None, help="also write the out-of-fold blend predictions (parquet)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_table_options(p)
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     blend = Blend(
         recipe=args.recipe, class_weight=parse_class_weight(args.class_weight), n_folds=args.folds,
         seed=args.seed, combine=args.combine, features=args.features, n_jobs=args.jobs,
-        scheduler=args.scheduler, progress=not args.no_progress,
+        scheduler=args.scheduler, progress=not args.no_progress, tta_power=args.tta_power,
     ).fit(table)
     blend.save(args.output)
     if args.oof:

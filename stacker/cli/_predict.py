@@ -17,8 +17,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("bundle", help="bundle directory written by 'stacker fit'")
     p.add_argument("table", help="prediction table to predict (parquet)")
     p.add_argument("-o", "--output", required=True, help="output prediction table (parquet)")
+    p.add_argument("--post", choices=["recipe", "none", "hungarian", "greedy", "sinkhorn"], default="recipe",
+                   help="post-processing of the blend's probabilities: exact (hungarian) or greedy equalization, "
+                   "Sinkhorn scaling, or none; default: the recipe's postprocess setting (none if unset)")
+    p.add_argument("--by", default="auto",
+                   help="group column for the post-processing (default: manip when the table has it; 'none')")
     add_table_options(p)
     p.set_defaults(func=run)
+
+
+def post_transform(name: str | None, by: str | None):
+    """The post-processing transform named by ``stacker tune`` / ``--post`` (None for 'none')."""
+    from stacker.equalize import GreedyEqualizer, HungarianEqualizer
+    from stacker.transforms import SinkhornEqualizer
+
+    if name in (None, "none"):
+        return None
+    cls = {"hungarian": HungarianEqualizer, "greedy": GreedyEqualizer, "sinkhorn": SinkhornEqualizer}[name]
+    return cls(by=by) if by else cls()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,8 +44,17 @@ def run(args: argparse.Namespace) -> int:
     blend = Blend.load(args.bundle)
     table = read_table(args.table, renormalize=args.renormalize, atol=args.atol)
     out = blend.transform(table)
+    post = blend.recipe_.postprocess if args.post == "recipe" else args.post
+    by = args.by
+    if by == "auto":
+        by = "manip" if "manip" in out.meta.columns else None
+    elif by == "none":
+        by = None
+    step = post_transform(post, by)
+    if step is not None:
+        out = step.fit_transform(out)
     write_table(out, args.output)
-    msg = f"wrote {args.output}: {len(out)} rows"
+    msg = f"wrote {args.output}: {len(out)} rows" + (f", {post} post-processing by {by or 'all rows'}" if step else "")
     if out.has_labels:
         from stacker import metrics
 
