@@ -19,13 +19,15 @@ prices without the N x N matrix of the Hungarian method:
    moves its price to shed or win half its excess at once);
 3. repair the counts by successive shortest paths on the K class nodes: moving a
    row from class a to b costs ``s[i, a] - s[i, b]``, the cheapest such row per
-   pair is kept in partially sorted candidate lists, and Dijkstra with potentials
-   (the prices) finds each cheapest chain of moves;
+   pair is kept in partially sorted candidate lists, and each round one Dijkstra
+   search with potentials (the prices), from every class with an excess at once,
+   gives shortest chains of moves, of which the vertex-disjoint ones are applied;
 4. on large inputs (N > 20,000), prices are first solved (recursively) on a sample
    of one row per block of 8 (fixed seed); rows whose best class leads the runner-up
    by a wide margin under those prices are frozen, steps 2-3 run on the contested
-   rows only, and the certificate over *all* rows decides whether to stop or to
-   widen the margin.
+   rows only, and the certificate decides whether to stop or to widen the margin:
+   frozen rows are certified at once when the prices moved (class against class)
+   by less than their lead, else by a pass over all rows.
 
 Steps 2 and 4 only produce warm starts; step 3 alone makes the result exact.
 
@@ -46,9 +48,10 @@ Ties
 ----
 The result is a deterministic function of the input.  The start takes the lowest
 class index among tied maxima; the row moved along a pair of classes is the one of
-smallest loss, ties to the lowest row index; paths are explored from the lowest
-class index with an excess.  Among several optimal assignments the one reached
-this way is returned.
+smallest loss, ties to the lowest row index (among the rows re-solved, on large
+inputs); the chains of moves found in a round are applied in order of length, then
+of the class reached.  Among several optimal assignments the one reached this way
+is returned.
 
 Quotas
 ------
