@@ -153,7 +153,7 @@ def speed(sizes: list[int], classes: list[int], scipy_max: int, repeat: int) -> 
     print(f"exact equalizer vs scipy expanded-matrix Hungarian (cpu count {os.cpu_count()}, "
           f"load avg {os.getloadavg()[0]:.1f})")
     head = (
-        f"{'N':>9} {'K':>4} {'off':>7} {'ours ms':>9} {'ours MiB':>9} {'input MiB':>9} "
+        f"{'N':>9} {'K':>4} {'off':>7} {'ours ms':>9} {'med ms':>9} {'ours MiB':>9} {'input MiB':>9} "
         f"{'scipy ms':>9} {'scipy MiB':>9} {'speed-up':>9} {'objective diff':>15}"
     )
     print(head)
@@ -163,7 +163,7 @@ def speed(sizes: list[int], classes: list[int], scipy_max: int, repeat: int) -> 
             with ctx.Pool(1) as pool:
                 r = pool.apply(_child, ([str(n), str(k), str(scipy_max), str(repeat if n < 10**6 else max(2, repeat // 2))],))
             line = (
-                f"{r['n']:>9,} {r['k']:>4} {r['argmax_off']:>7,} {r['ours_s'] * 1e3:>9.2f} "
+                f"{r['n']:>9,} {r['k']:>4} {r['argmax_off']:>7,} {r['ours_s'] * 1e3:>9.2f} {r['ours_median_s'] * 1e3:>9.2f} "
                 f"{r['ours_peak_mib']:>9.1f} {r['input_mib']:>9.1f}"
             )
             if "scipy_s" in r:
@@ -175,8 +175,9 @@ def speed(sizes: list[int], classes: list[int], scipy_max: int, repeat: int) -> 
             else:
                 line += f" {'-':>9} {'-':>9} {'-':>9} {'-':>15}"
             print(line, flush=True)
-    print("off = rows the plain argmax puts over the quotas; ours = best of repeats; MiB = peak RSS over the "
-          "RSS before the call")
+    print("off = rows the plain argmax puts over the quotas; ours = best of repeats, med = their median; "
+          "MiB = peak RSS over the RSS before the call")
+    print(f"load avg after: {os.getloadavg()[0]:.1f}")
     print(f"first solve of 2,640 x 10 in a fresh process (s): {json.dumps(first_call_seconds())}")
 
 

@@ -278,6 +278,7 @@ def _solve(P: np.ndarray, lo: np.ndarray, up: np.ndarray, log_mode: bool) -> tup
     if kern.has_bad_rows(sample):
         _check_probs(P)
     h = _solve(sample, slo, sup, log_mode)[1]
+    del sample  # an eighth of the input: not held through the passes below
     for attempt in range(12):
         # Freeze the rows that lead their runner-up by more than delta under these prices;
         # re-solve exactly on the others; the certificate over all rows says if that was enough.
