@@ -438,7 +438,9 @@ def bulk_argmax(P, h, log_mode):
     margin = np.empty(n)
     cnt = np.zeros(K, np.int64)
     w, mult = _weights(h, K, log_mode)
-    bad = False
+    rows_ok = True
+    low_all = 0.0
+    sum_all = 0.0
     for i in range(n):
         # Branch-free running top two (selects, not jumps: the argmax is unpredictable);
         # strict > keeps the lowest class among tied maxima.  The row's sum and minimum
@@ -458,13 +460,17 @@ def bulk_argmax(P, h, log_mode):
             second = max(second, min(best, x))
             arg = k if gt else arg
             best = x if gt else best
-        bad |= not (np.isfinite(total) and low >= 0.0 and total > 0.0)
+        # NaN fails total > 0; a negative value shows in low_all, an infinity in sum_all.
+        rows_ok &= total > 0.0
+        low_all = min(low_all, low)
+        sum_all += total
         assign[i] = arg
         cnt[arg] += 1
         if mult:
             margin[i] = best / second if second > 1e-290 else 0.0
         else:
             margin[i] = best - second
+    bad = not (rows_ok and low_all >= 0.0 and np.isfinite(sum_all))
     return assign, margin, cnt, bad
 
 
