@@ -658,11 +658,13 @@ def _np_values(P, h, log_mode):
 
 
 def _np_bulk_argmax(P, h, log_mode):
+    if _np_has_bad_rows(P):  # the caller reports the bad rows; nothing else is used
+        return np.zeros(len(P), np.int64), np.zeros(len(P)), np.zeros(P.shape[1], np.int64), True
     V = _np_values(P, h, log_mode)
     assign = np.argmax(V, axis=1).astype(np.int64)
     top2 = np.partition(V, V.shape[1] - 2, axis=1)[:, -2:]
     cnt = np.bincount(assign, minlength=V.shape[1]).astype(np.int64)
-    return assign, top2[:, 1] - top2[:, 0], cnt, _np_has_bad_rows(P)
+    return assign, top2[:, 1] - top2[:, 0], cnt, False
 
 
 def _np_certificate_violations(P, assign, h, log_mode, tol):
