@@ -80,9 +80,11 @@ def _fig_scores(rows: dict[str, dict[str, Any]]) -> str:
         ax.invert_yaxis()
         ax.set_xlabel(metric.replace("_", " "))
         ax.grid(axis="x", alpha=0.3)
-    axes[0].legend(loc="lower right", fontsize=8)
     axes[1].set_yticklabels([])
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=len(parts), fontsize=8,
+               bbox_to_anchor=(0.5, -0.02))
     fig.suptitle("level-1 models and the blend (out-of-fold on the holdout)")
+    fig.subplots_adjust(bottom=0.22)
     return _png(fig)
 
 
