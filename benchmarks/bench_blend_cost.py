@@ -1,10 +1,10 @@
 """Blend cost: wall time and peak memory of a K-fold Blend fit, against a plain sequential loop.
 
 The holdout is synthetic but realistic: ``--rows`` rows (half unaltered, half
-manipulated views of ``rows/2`` images) of 9 level-1 models x 10 classes, each
-model's probabilities drawn from a Dirichlet peaked on the true class with its
-own accuracy and a shared confusion structure, plus the manipulation flag
-(91 features).
+manipulated views of ``rows/2`` images) of 9 level-1 models x 10 classes plus
+the manipulation flag (91 features).  The models share their errors (a per-image
+difficulty and confuser class, more shared noise on manipulated views), so
+level-1 accuracies are about 0.88-0.95 and the blend cannot reach 1.0.
 
 For each (rows, members) setting it measures
 
@@ -35,6 +35,14 @@ import numpy as np
 
 
 def synthetic_holdout(n_rows: int, n_models: int = 9, n_classes: int = 10, seed: int = 0):
+    """A seeded holdout whose level-1 models share their mistakes, as real CNNs do.
+
+    Each image draws once a shared logit noise and a confuser class pulled by a
+    per-image difficulty; each manipulated view adds more shared noise; every
+    model sees those plus its own noise, at its own strength and temperature.
+    Level-1 accuracies land near 0.88-0.95 (manipulated rows lower) and no
+    blend can reach 1.0, because the shared part is the same for all models.
+    """
     from stacker.table import PredictionTable
 
     rng = np.random.default_rng(seed)
@@ -44,17 +52,20 @@ def synthetic_holdout(n_rows: int, n_models: int = 9, n_classes: int = 10, seed:
     ids = np.repeat(np.arange(n_img), 2)
     manip = np.tile([0, 1], n_img)
     y = y_img[ids]
-    # A shared confusion structure: each class is mistaken for one neighbour more often.
-    neighbour = (np.arange(n_classes) + 1) % n_classes
-    probs = np.empty((len(ids), n_models, n_classes))
+    n = len(ids)
+    confuser = (y_img + rng.integers(1, n_classes, n_img)) % n_classes
+    difficulty = rng.beta(1.0, 3.0, n_img)
+    shared = rng.normal(0.0, 1.0, (n_img, n_classes))
+    shared[np.arange(n_img), confuser] += 3.0 * difficulty
+    shared = shared[ids] + manip[:, None] * rng.normal(0.0, 0.8, (n, n_classes))
+    onehot = np.eye(n_classes)[y]
+    probs = np.empty((n, n_models, n_classes))
     for m in range(n_models):
-        strength = rng.uniform(2.0, 8.0)
-        alpha = np.full((len(ids), n_classes), 0.15)
-        hard = manip == 1
-        alpha[np.arange(len(ids)), y] += np.where(hard, strength * 0.5, strength)
-        alpha[np.arange(len(ids)), neighbour[y]] += 0.6
-        g = rng.gamma(alpha)
-        probs[:, m] = g / g.sum(axis=1, keepdims=True)
+        strength, temperature = rng.uniform(4.0, 5.2), rng.uniform(0.7, 1.5)
+        z = temperature * (strength * onehot + shared + rng.normal(0.0, 0.8, (n, n_classes)))
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        probs[:, m] = e / e.sum(axis=1, keepdims=True)
     return PredictionTable.from_arrays(
         [f"img{i:06d}" for i in ids], probs, classes, models=[f"model-{m}" for m in range(n_models)],
         labels=[classes[k] for k in y], manip=manip,
