@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stacker._version import __version__
-from stacker.errors import StackerError
 
 __all__ = ["main", "build_parser"]
 
@@ -207,17 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except StackerError as exc:
-        print(f"holdout {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, IsADirectoryError, PermissionError, NotADirectoryError) as exc:
-        print(f"holdout {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"holdout {args.command}: interrupted", file=sys.stderr)
-        return 130
+    from stacker.cli._common import run_command
+
+    return run_command("holdout", args)
 
 
 if __name__ == "__main__":  # pragma: no cover

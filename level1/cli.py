@@ -12,7 +12,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from stacker.errors import StackerError
 
 __all__ = ["main", "build_parser"]
 
@@ -189,18 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "predict" and not args.images and not args.manifest:
         parser.error("predict: give image files/folders or --manifest")
-    try:
-        return int(args.func(args) or 0)
-    except StackerError as exc:
-        print(f"level1 {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        print(f"level1 {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        hint = f"; continue with: level1 {args.command} ... -o {args.output} --resume" if args.command != "predict" else ""
-        print(f"level1 {args.command}: interrupted{hint}", file=sys.stderr)
-        return 130
+    from stacker.cli._common import run_command
+
+    hint = f"; continue with: level1 {args.command} ... -o {args.output} --resume" if args.command != "predict" else ""
+    return run_command("level1", args, interrupt_hint=hint)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,7 +14,6 @@ import sys
 from collections.abc import Sequence
 
 from stacker._version import __version__
-from stacker.errors import StackerError
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -46,17 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except StackerError as exc:
-        print(f"stacker {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        print(f"stacker {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"stacker {args.command}: interrupted", file=sys.stderr)
-        return 130
+    from stacker.cli._common import run_command
+
+    return run_command("stacker", args)
 
 
 if __name__ == "__main__":  # pragma: no cover
