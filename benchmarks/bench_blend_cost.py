@@ -119,7 +119,7 @@ class PeakRSS:
         self._t.join()
 
 
-def sequential_loop(table, blend) -> float:
+def sequential_loop(table, blend) -> tuple[float, dict[str, float]]:
     """Fit the same members on the same folds one after another, library-default threading."""
     from stacker.blend import _task_seed
     from stacker.metamodels import BLOCK_FAMILIES, get_family
@@ -128,8 +128,10 @@ def sequential_loop(table, blend) -> float:
     X = spec.transform(table)
     y = table.y
     cores = os.cpu_count() or 1
+    fam_s: dict[str, float] = {}
     t0 = time.perf_counter()
     for m in blend.members_:
+        t_m = time.perf_counter()
         for f in range(int(blend.n_folds)):
             tr, te = blend.folds_ != f, blend.folds_ == f
             params = dict(m.params)
@@ -139,7 +141,8 @@ def sequential_loop(table, blend) -> float:
                 params["n_jobs"] = cores
             est = get_family(m.family)(**params, random_state=_task_seed(m.seed, f))
             est.fit(X[tr], y[tr], groups=table.ids[tr]).predict_proba(X[te])
-    return time.perf_counter() - t0
+        fam_s[m.family] = fam_s.get(m.family, 0.0) + time.perf_counter() - t_m
+    return time.perf_counter() - t0, fam_s
 
 
 def main() -> int:
@@ -166,12 +169,14 @@ def main() -> int:
             fam_s = {}
             for m, s in zip(b.members_, b.fit_seconds_.sum(axis=1)):
                 fam_s[m.family] = fam_s.get(m.family, 0.0) + s
-            loop = None if args.no_loop else sequential_loop(table, b)
+            loop, loop_fam = (None, {}) if args.no_loop else sequential_loop(table, b)
             acc = b.scores_["blend"]["all"]["accuracy"]
             results.append((rows, recipe.n_members, wall, mem.peak / 2**30, loop, acc, fam_s))
             print(f"rows {rows:>7}  members {recipe.n_members:>3}  blend {wall:8.1f}s  peak {mem.peak / 2**30:5.2f} GiB"
                   f"  loop {'-' if loop is None else f'{loop:8.1f}s'}  oof acc {acc:.4f}  "
-                  f"fit-seconds by family: " + ", ".join(f"{k} {v:.0f}" for k, v in fam_s.items()), flush=True)
+                  f"fit-seconds by family: " + ", ".join(f"{k} {v:.0f}" for k, v in fam_s.items())
+                  + ("" if loop is None else "; loop seconds by family: "
+                     + ", ".join(f"{k} {v:.0f}" for k, v in loop_fam.items())), flush=True)
 
     print(f"\n{args.folds}-fold Blend fit, {args.jobs} jobs, recipe {args.recipe!r}, 9 models x 10 classes + manip, "
           f"{os.cpu_count()} cores (shared: timings are noisy)")
