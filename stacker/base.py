@@ -45,9 +45,33 @@ def register(name: str):
     return deco
 
 
+#: Modules that register the built-in kinds; imported on demand, because some (the
+#: Blend) are imported lazily by ``stacker`` and a loader may run before them.
+KIND_MODULES = {
+    "blend": "stacker.blend",
+    "chain": "stacker.chain",
+    "hungarian": "stacker.equalize",
+    "greedy": "stacker.equalize",
+    "power_mean": "stacker.transforms",
+    "prior_shift": "stacker.transforms",
+    "temperature": "stacker.transforms",
+    "sinkhorn": "stacker.transforms",
+}
+
+
 def get_transform_class(name: str) -> type[Transform]:
+    """The registered class of a kind, importing its built-in module if needed."""
+    if name not in TRANSFORMS and name in KIND_MODULES:
+        import importlib
+
+        try:
+            importlib.import_module(KIND_MODULES[name])
+        except ImportError as exc:
+            raise BundleError(
+                f"transform kind {name!r} needs {KIND_MODULES[name]}, which cannot be imported: {exc}"
+            ) from None
     if name not in TRANSFORMS:
-        raise BundleError(f"unknown transform kind {name!r}; known: {sorted(TRANSFORMS)}")
+        raise BundleError(f"unknown transform kind {name!r}; known: {sorted(set(TRANSFORMS) | set(KIND_MODULES))}")
     return TRANSFORMS[name]
 
 

@@ -39,27 +39,7 @@ __all__ = ["Chain", "load_chain", "CHAIN_FORMAT", "CHAIN_VERSION"]
 CHAIN_FORMAT = "stacker-chain"
 CHAIN_VERSION = 1
 _JSON = "chain.json"
-#: Modules that register the built-in kinds, imported on demand when a chain is loaded
-#: (some, like the Blend, are imported lazily by ``stacker``).
-_KIND_MODULES = {
-    "blend": "stacker.blend",
-    "hungarian": "stacker.equalize",
-    "greedy": "stacker.equalize",
-    "power_mean": "stacker.transforms",
-    "prior_shift": "stacker.transforms",
-    "temperature": "stacker.transforms",
-    "sinkhorn": "stacker.transforms",
-}
-
-
 def _transform_class(kind: str) -> type[Transform]:
-    if kind in _KIND_MODULES:
-        import importlib
-
-        try:
-            importlib.import_module(_KIND_MODULES[kind])
-        except ImportError as exc:
-            raise BundleError(f"transform kind {kind!r} needs {_KIND_MODULES[kind]}, which cannot be imported: {exc}") from None
     return get_transform_class(kind)
 
 

@@ -163,3 +163,20 @@ def test_power_mean_blend_hungarian_chain(tmp_path):
     path = chain.save(tmp_path / "chain")
     loaded = Chain.load(path)
     np.testing.assert_allclose(loaded.transform(test).probs, out.probs, atol=1e-6)
+
+
+def test_every_builtin_kind_resolves_in_a_fresh_process():
+    # A loader may run before stacker.blend is imported (``import stacker`` keeps the Blend lazy).
+    import subprocess
+    import sys
+
+    from stacker.base import KIND_MODULES
+
+    code = (
+        "from stacker.base import KIND_MODULES, get_transform_class\n"
+        "for k in KIND_MODULES: assert get_transform_class(k).kind == k, k\n"
+        "print('ok')"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+    assert "blend" in KIND_MODULES
