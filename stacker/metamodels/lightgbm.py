@@ -23,6 +23,11 @@ class LGBMMetaClassifier(MetaModel):
     ----------
     num_leaves, learning_rate, min_data_in_leaf, n_estimators, feature_fraction,
     bagging_fraction, lambda_l2 : LightGBM parameters.
+    max_bin : int, default 255
+        Histogram bins per feature (LightGBM's default).  63 fitted 20-25%
+        faster, single-threaded, on 40,000 rows of the cost benchmark's synthetic
+        holdout (91 features), with accuracy within 0.002; the shipped recipes
+        keep 255.
     early_stopping_rounds : int or None, default 25
     validation_fraction : float, default 0.1
     random_state : int, default 0
@@ -43,6 +48,7 @@ class LGBMMetaClassifier(MetaModel):
         feature_fraction: float = 1.0,
         bagging_fraction: float = 1.0,
         lambda_l2: float = 0.0,
+        max_bin: int = 255,
         random_state: int = 0,
         n_jobs: int = 1,
     ) -> None:
@@ -55,6 +61,7 @@ class LGBMMetaClassifier(MetaModel):
         self.feature_fraction = feature_fraction
         self.bagging_fraction = bagging_fraction
         self.lambda_l2 = lambda_l2
+        self.max_bin = max_bin
         self.random_state = random_state
         self.n_jobs = n_jobs
 
@@ -68,6 +75,7 @@ class LGBMMetaClassifier(MetaModel):
             "min_data_in_leaf": int(self.min_data_in_leaf),
             "feature_fraction": float(self.feature_fraction),
             "lambda_l2": float(self.lambda_l2),
+            "max_bin": int(self.max_bin),
             "num_threads": int(self.n_jobs),
             "seed": int(self.random_state) % (2**31),
             "deterministic": True,
