@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from stacker import metrics
+from stacker._io import jsonable
 from stacker.base import Transform, register
 from stacker.errors import BundleError, ConfigError, LabelError
 from stacker.features import FeatureSpec
@@ -378,13 +379,13 @@ class Blend(Transform):
         params.pop("on_fold", None)
         params["recipe"] = self.recipe_.to_dict()
         return {
-            "params": _jsonable(params),
+            "params": jsonable(params),
             "classes": list(self.classes_),
             "models": list(self.models_),
             "features": self.feature_spec_.to_dict(),
             "weights": self.weights_.tolist(),
             "members": write_members(Path(directory), self.members_, self.weights_, self._states),
-            "scores": _jsonable(self.scores_),
+            "scores": jsonable(self.scores_),
             "level1_correlation": (
                 self.level1_correlation_.tolist() if hasattr(self, "level1_correlation_") else None
             ),
@@ -395,12 +396,11 @@ class Blend(Transform):
         """Keep the level-2 out-of-fold predictions in the bundle, for reports and later calibration."""
         if not hasattr(self, "oof_"):
             return None
-        import hashlib
-
+        from stacker.bundle import _sha256
         from stacker.table import write_table
 
         path = write_table(self.oof_, directory / "oof.parquet")
-        return {"path": "oof.parquet", "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        return {"path": "oof.parquet", "sha256": _sha256(path)}
 
     @classmethod
     def from_state(cls, state: dict[str, Any], directory: Path) -> Blend:
@@ -463,9 +463,3 @@ def _level1_correlation(probs: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = np.corrcoef(logp)
     return np.nan_to_num(corr, nan=0.0)
-
-
-def _jsonable(v: Any) -> Any:
-    from stacker.metamodels._base import _jsonable as j
-
-    return j(v)

@@ -92,6 +92,7 @@ import numpy as np
 import pandas as pd
 
 from stacker._assign_kernels import TINY, kernels
+from stacker._io import jsonable
 from stacker.base import Transform, register
 from stacker.errors import ConfigError, ProbabilityError, SchemaError
 from stacker.table import ID, PredictionTable
@@ -527,18 +528,6 @@ def _output_proba(P: np.ndarray, assign: np.ndarray, weights: np.ndarray | None)
     return out
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 @dataclass
 class _Group:
     name: str
@@ -622,7 +611,7 @@ class _Equalizer(Transform):
         return table.replace(probs=out[:, None, :], models=[name])
 
     def get_state(self, directory) -> dict[str, Any]:
-        return {"params": {k: _jsonable(v) for k, v in self.get_params().items()}}
+        return {"params": {k: jsonable(v) for k, v in self.get_params().items()}}
 
     def _weights_off(self) -> bool:
         return getattr(self, "objective", "log") != "log"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 
 from stacker.aggregate import aggregate_views, power_mean
 from stacker.metrics import score_split
@@ -100,15 +99,3 @@ def format_summary(s: dict[str, Any]) -> str:
                 row += f"{_fmt(pp and pp['accuracy']):>11}{_fmt(pp and pp['log_loss']):>10}"
         lines.append(row)
     return "\n".join(lines)
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    return obj

@@ -23,10 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stacker.summary import _jsonable, format_summary, summarize
+    from stacker._io import jsonable
+    from stacker.summary import format_summary, summarize
     from stacker.table import read_table
 
     table = read_table(args.table, renormalize=args.renormalize, atol=args.atol)
     s = summarize(table, p=args.power)
-    print(json.dumps(_jsonable(s), indent=2) if args.json else format_summary(s))
+    print(json.dumps(jsonable(s), indent=2) if args.json else format_summary(s))
     return 0

@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from stacker._io import atomic_path
+from stacker._io import atomic_path, jsonable
 from stacker.errors import BundleError
 
 __all__ = ["MetaModel", "softmax", "SIDECAR_SUFFIX"]
@@ -24,18 +24,6 @@ def softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    return v
 
 
 class MetaModel(ClassifierMixin, BaseEstimator):
@@ -110,10 +98,10 @@ class MetaModel(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "classes_")
         side = {
             "family": self.family,
-            "params": _jsonable(self.get_params()),
-            "classes": _jsonable(self.classes_),
+            "params": jsonable(self.get_params()),
+            "classes": jsonable(self.classes_),
             "n_features_in": int(self.n_features_in_),
-            "extra": _jsonable(self._extra_state()),
+            "extra": jsonable(self._extra_state()),
         }
         return self._to_bytes(), side
 
