@@ -171,12 +171,31 @@ def _confusion(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
     return np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
 
 
-def _equalize(table: PredictionTable, by: str | None) -> np.ndarray:
+def _before_after(table: PredictionTable, by: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Class per row by argmax, and after exact equalization (by ``by`` when the table has it).
+
+    Several models are averaged first, as ``stacker equalize`` does.
+    """
     from stacker.equalize import HungarianEqualizer
 
-    eq = HungarianEqualizer(by=by) if by else HungarianEqualizer()
-    out = eq.fit_transform(table)
-    return np.argmax(out.probs[:, 0, :], axis=1)
+    if table.n_models > 1:
+        table = table.replace(probs=table.probs.mean(axis=1, keepdims=True), models=["mean"])
+    group = by if by in table.meta.columns else None
+    out = HungarianEqualizer(by=group).fit_transform(table)
+    return np.argmax(table.probs[:, 0, :], axis=1), np.argmax(out.probs[:, 0, :], axis=1)
+
+
+def _read_oof(root: Path, state: dict[str, Any]) -> PredictionTable | None:
+    """The bundle's out-of-fold table, checked against the manifest's checksum when it has one."""
+    path = root / "oof.parquet"
+    if not path.is_file():
+        return None
+    entry = state.get("oof")
+    if entry:
+        from stacker.bundle import _checked
+
+        _checked(root, entry["path"], entry["sha256"])
+    return read_table(path)
 
 
 def build_report(
@@ -234,8 +253,10 @@ def build_report(
     eval_table, eval_source = None, None
     if table is not None and table.has_labels and (table.y >= 0).all():
         eval_table, eval_source = table, "predictions"
-    elif (root / "oof.parquet").is_file():
-        eval_table, eval_source = read_table(root / "oof.parquet"), "holdout out-of-fold"
+    else:
+        oof = _read_oof(root, state)
+        if oof is not None:
+            eval_table, eval_source = oof, "holdout out-of-fold"
     counts_table = table if table is not None else eval_table
     if counts_table is None:
         raise ConfigError(
@@ -247,10 +268,7 @@ def build_report(
         group = MANIP if MANIP in counts_table.meta.columns else None
     data["equalized_by"] = group
 
-    if counts_table.n_models > 1:
-        counts_table = counts_table.replace(probs=counts_table.probs.mean(axis=1, keepdims=True), models=["mean"])
-    before = np.argmax(counts_table.probs[:, 0, :], axis=1)
-    after = _equalize(counts_table, group)
+    before, after = _before_after(counts_table, group)
     cnt_before = np.bincount(before, minlength=k)
     cnt_after = np.bincount(after, minlength=k)
     data["class_counts"] = {"source": "predictions" if table is not None else eval_source,
@@ -259,15 +277,7 @@ def build_report(
                                         target=np.full(k, len(before) / k))
 
     if eval_table is not None:
-        if eval_table is not counts_table and eval_table.n_models == 1:
-            eb = np.argmax(eval_table.probs[:, 0, :], axis=1)
-            ea = _equalize(eval_table, group if group in eval_table.meta.columns else None)
-        elif eval_table is counts_table or eval_source == "predictions":
-            eb, ea = before, after
-        else:
-            mean = eval_table.probs.mean(axis=1)
-            eb = np.argmax(mean, axis=1)
-            ea = _equalize(eval_table.replace(probs=mean[:, None, :], models=["mean"]), group)
+        eb, ea = (before, after) if eval_table is counts_table else _before_after(eval_table, group)
         y = eval_table.y
         cm = _confusion(y, eb, k)
         acc_b = np.diag(cm) / np.maximum(cm.sum(axis=1), 1)

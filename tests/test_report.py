@@ -14,7 +14,7 @@ from stacker.bundle import read_manifest
 from stacker.cli import main
 from stacker.errors import BundleError
 from stacker.report import FIGURES, build_report
-from stacker.table import write_table
+from stacker.table import read_table, write_table
 
 TINY = {
     "name": "tiny-report",
@@ -94,3 +94,15 @@ def test_report_refuses_bad_bundles_and_mismatched_predictions(fitted, tmp_path,
         build_report(root / "bundle", other)
     assert main(["report", str(tmp_path / "nope"), "-o", str(tmp_path / "r.html")]) == 2
     assert not (tmp_path / "r.html").exists()
+
+
+def test_report_refuses_a_modified_oof_table(fitted, tmp_path):
+    import shutil
+
+    root, _, _ = fitted
+    bundle = tmp_path / "bundle"
+    shutil.copytree(root / "bundle", bundle)
+    table = read_table(bundle / "oof.parquet")
+    write_table(table.take(np.arange(len(table) - 1)), bundle / "oof.parquet")
+    with pytest.raises(BundleError, match="oof.parquet"):
+        build_report(bundle)
