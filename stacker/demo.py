@@ -155,13 +155,11 @@ def _split(merged: PredictionTable, manifests: dict[str, pd.DataFrame]) -> tuple
 
 
 def _row(name: str, y: np.ndarray, proba: np.ndarray, manip: np.ndarray) -> dict[str, Any]:
-    from stacker.metrics import accuracy, log_loss
+    from stacker.metrics import score_split
 
-    out: dict[str, Any] = {"model": name, "acc": accuracy(y, proba), "logloss": log_loss(y, proba)}
-    for flag, part in ((0, "unalt"), (1, "manip")):
-        sel = manip == flag
-        out[f"acc {part}"] = accuracy(y[sel], proba[sel])
-    return out
+    sc = score_split(y, proba, manip)
+    return {"model": name, "acc": sc["all"]["accuracy"], "logloss": sc["all"]["log_loss"],
+            "acc unalt": sc["unaltered"]["accuracy"], "acc manip": sc["manipulated"]["accuracy"]}
 
 
 def run_demo(

@@ -105,7 +105,7 @@ def make_table(
         probs,
         classes,
         labels=[classes[j] for j in rows_y] if labels else None,
-        views=list(rows_view) if len(views) > 1 or views != ("identity",) else rows_view,
+        views=rows_view,
         manip=rows_manip if manip else None,
         folds=rows_fold if n_folds else None,
     )
