@@ -12,7 +12,10 @@ For each (rows, members) setting it measures
   peak resident memory of the process tree (sampled every 0.2 s);
 * the straightforward loop over the same members and folds in this process,
   each fit with the libraries' own threading (XGBoost/LightGBM/torch on all
-  cores), as a user would write it.
+  cores) and Keras members trained by ``model.fit`` (``trainer="keras"``), as a
+  user would write it;
+* the sum of the Blend's per-fit seconds: what the Blend's own fits (one
+  thread each, the lean MLP loop) would take one after another.
 
 ``--members N`` scales the recipe's family counts to about N members;
 ``--rows`` and ``--members`` take several values to show how time grows.
@@ -139,6 +142,8 @@ def sequential_loop(table, blend) -> tuple[float, dict[str, float]]:
                 params.update(layout=spec.layout, input=spec.kind)
             if m.family in ("xgboost", "lightgbm"):
                 params["n_jobs"] = cores
+            if m.family == "keras":
+                params["trainer"] = "keras"
             est = get_family(m.family)(**params, random_state=_task_seed(m.seed, f))
             est.fit(X[tr], y[tr], groups=table.ids[tr]).predict_proba(X[te])
         fam_s[m.family] = fam_s.get(m.family, 0.0) + time.perf_counter() - t_m
@@ -172,6 +177,7 @@ def main() -> int:
             loop, loop_fam = (None, {}) if args.no_loop else sequential_loop(table, b)
             acc = b.scores_["blend"]["all"]["accuracy"]
             results.append((rows, recipe.n_members, wall, mem.peak / 2**30, loop, acc, fam_s))
+            print(f"sum of the Blend's fit seconds (its fits one after another): {sum(fam_s.values()):.0f}s")
             print(f"rows {rows:>7}  members {recipe.n_members:>3}  blend {wall:8.1f}s  peak {mem.peak / 2**30:5.2f} GiB"
                   f"  loop {'-' if loop is None else f'{loop:8.1f}s'}  oof acc {acc:.4f}  "
                   f"fit-seconds by family: " + ", ".join(f"{k} {v:.0f}" for k, v in fam_s.items())

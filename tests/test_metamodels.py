@@ -239,3 +239,48 @@ def test_logistic_binary():
     X, y, g = _data(n_classes=2)
     p = LogisticMetaClassifier().fit(X, y).predict_proba(X)
     assert p.shape == (len(X), 2)
+
+
+@pytest.mark.parametrize("optimizer,activation", [("adam", "relu"), ("adam", "selu"), ("sgd", "elu"), ("sgd", "tanh")])
+def test_keras_torch_loop_repeats_keras_fit(optimizer, activation):
+    """Without randomness left (one full batch, no dropout) the lean loop and ``model.fit`` agree.
+
+    Same initial weights, loss, optimizer updates and early-stopping rule: the same
+    number of epochs and the same probabilities up to float summation order.
+    """
+    X, y, g = _data(n=200)
+    w = 0.5 + (np.arange(len(y)) % 3)  # uneven weights: the loss reduction matters
+    kw = dict(hidden_layer_sizes=(12, 6), activation=activation, dropout=0.0, optimizer=optimizer,
+              learning_rate=0.05, batch_size=1000, epochs=40, patience=2, random_state=3)
+    torch_est = KerasMLPClassifier(trainer="torch", **kw).fit(X, y, sample_weight=w, groups=g)
+    keras_est = KerasMLPClassifier(trainer="keras", **kw).fit(X, y, sample_weight=w, groups=g)
+    assert torch_est.n_iter_ == keras_est.n_iter_
+    np.testing.assert_allclose(torch_est.predict_proba(X), keras_est.predict_proba(X), atol=2e-4)
+
+
+def test_keras_torch_loop_without_validation_runs_every_epoch():
+    X, y, g = _data(n=200)
+    kw = dict(hidden_layer_sizes=(8,), dropout=0.0, batch_size=1000, epochs=7, validation_fraction=0.0)
+    a = KerasMLPClassifier(trainer="torch", **kw).fit(X, y)
+    b = KerasMLPClassifier(trainer="keras", **kw).fit(X, y)
+    assert a.n_iter_ == b.n_iter_ == 7
+    np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X), atol=2e-4)
+
+
+def test_keras_torch_loop_with_dropout_and_batches_learns_like_keras():
+    """With shuffling and dropout the random streams differ; the fit quality does not."""
+    X, y, g = _data(n=600, seed=1)
+    Xt, yt, gt = _data(n=600, seed=2)
+    kw = dict(hidden_layer_sizes=(32,), dropout=0.3, batch_size=64, epochs=30, patience=3, learning_rate=3e-3)
+    from sklearn.metrics import log_loss
+
+    losses = {t: log_loss(yt, KerasMLPClassifier(trainer=t, **kw).fit(X, y, groups=g).predict_proba(Xt))
+              for t in ("torch", "keras")}
+    assert abs(losses["torch"] - losses["keras"]) < 0.05, losses
+    assert losses["torch"] < 0.8 * log_loss(yt, np.full((len(yt), 4), 0.25))
+
+
+def test_keras_trainer_is_checked():
+    X, y, g = _data()
+    with pytest.raises(ConfigError, match="trainer"):
+        KerasMLPClassifier(trainer="jax", epochs=1).fit(X, y)

@@ -37,6 +37,12 @@ class KerasMLPClassifier(MetaModel):
     stopping watches the loss on ``validation_fraction`` of the training groups
     and restores the best weights.  Native format: ``.keras``.
 
+    By default the network Keras built is trained by a lean torch loop that
+    repeats ``model.fit``'s computation (initial weights, loss reduction, Adam /
+    Nesterov SGD updates, early stopping; see
+    :mod:`stacker.metamodels._mlp_loop`) without Keras's per-step overhead,
+    about 8x faster on a CPU; ``trainer="keras"`` calls ``model.fit`` itself.
+
     Parameters
     ----------
     hidden_layer_sizes : tuple of int, default (64,)
@@ -50,6 +56,9 @@ class KerasMLPClassifier(MetaModel):
     epochs : int, default 100
     patience : int, default 5
     validation_fraction : float, default 0.1
+    trainer : {"torch", "keras"}, default "torch"
+        The lean loop or Keras's own ``fit``.  Only the random streams
+        (shuffling, dropout) differ between them.
     random_state : int, default 0
     """
 
@@ -67,6 +76,7 @@ class KerasMLPClassifier(MetaModel):
         epochs: int = 100,
         patience: int = 5,
         validation_fraction: float = 0.1,
+        trainer: str = "torch",
         random_state: int = 0,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -78,6 +88,7 @@ class KerasMLPClassifier(MetaModel):
         self.epochs = epochs
         self.patience = patience
         self.validation_fraction = validation_fraction
+        self.trainer = trainer
         self.random_state = random_state
 
     def _build(self, keras, n_features: int, n_classes: int):
@@ -98,26 +109,44 @@ class KerasMLPClassifier(MetaModel):
         return model
 
     def _fit(self, X, y, w, groups) -> None:
+        if self.trainer not in ("torch", "keras"):
+            raise ConfigError(f"keras trainer must be 'torch' or 'keras', got {self.trainer!r}")
         keras = import_keras()
-        keras.utils.set_random_seed(int(self.random_state) % (2**31))
+        seed = int(self.random_state) % (2**31)
+        keras.utils.set_random_seed(seed)
         self.mean_ = X.mean(axis=0)
         sd = X.std(axis=0)
         self.scale_ = np.where(sd > 1e-12, sd, 1.0)
         Z = ((X - self.mean_) / self.scale_).astype(np.float32)
         model = self._build(keras, X.shape[1], len(self.classes_))
-        fit_kw = {}
-        tr = np.arange(len(y))
+        tr, va = np.arange(len(y)), None
         if self.validation_fraction > 0 and self.patience and len(y) >= 10:
             tr, va = inner_split(y, groups, self.validation_fraction, self.random_state)
-            fit_kw["validation_data"] = (Z[va], y[va], w[va].astype(np.float32))
-            fit_kw["callbacks"] = [
-                keras.callbacks.EarlyStopping(patience=int(self.patience), restore_best_weights=True)
-            ]
-        hist = model.fit(
-            Z[tr], y[tr], sample_weight=w[tr].astype(np.float32), batch_size=int(self.batch_size),
-            epochs=int(self.epochs), shuffle=True, verbose=0, **fit_kw,
-        )
-        self.n_iter_ = len(hist.history.get("loss", []))
+        w = w.astype(np.float32)
+        if self.trainer == "torch":
+            from stacker.metamodels._mlp_loop import fit_dense_stack
+
+            weights, self.n_iter_ = fit_dense_stack(
+                model.get_weights(), activation=self.activation, dropout=float(self.dropout),
+                optimizer=self.optimizer, learning_rate=float(self.learning_rate),
+                X=Z[tr], y=y[tr], w=w[tr],
+                X_val=None if va is None else Z[va], y_val=None if va is None else y[va],
+                w_val=None if va is None else w[va],
+                batch_size=int(self.batch_size), epochs=int(self.epochs), patience=int(self.patience), seed=seed,
+            )
+            model.set_weights(weights)
+        else:
+            fit_kw = {}
+            if va is not None:
+                fit_kw["validation_data"] = (Z[va], y[va], w[va])
+                fit_kw["callbacks"] = [
+                    keras.callbacks.EarlyStopping(patience=int(self.patience), restore_best_weights=True)
+                ]
+            hist = model.fit(
+                Z[tr], y[tr], sample_weight=w[tr], batch_size=int(self.batch_size),
+                epochs=int(self.epochs), shuffle=True, verbose=0, **fit_kw,
+            )
+            self.n_iter_ = len(hist.history.get("loss", []))
         self.model_ = model
 
     def _predict_proba(self, X):

@@ -23,6 +23,9 @@ class XGBMetaClassifier(MetaModel):
     ----------
     max_depth, learning_rate, n_estimators, min_child_weight, subsample,
     colsample_bytree, reg_lambda : XGBoost booster parameters.
+    max_bin : int, default 256
+        Histogram bins per feature (XGBoost's default); 64 fitted 12-17% faster
+        per round on the cost benchmark's 40,000 x 91 training rows.
     early_stopping_rounds : int or None, default 25
         Rounds without improvement before stopping; None trains all rounds.
     validation_fraction : float, default 0.1
@@ -46,6 +49,7 @@ class XGBMetaClassifier(MetaModel):
         subsample: float = 1.0,
         colsample_bytree: float = 1.0,
         reg_lambda: float = 1.0,
+        max_bin: int = 256,
         random_state: int = 0,
         n_jobs: int = 1,
     ) -> None:
@@ -58,6 +62,7 @@ class XGBMetaClassifier(MetaModel):
         self.subsample = subsample
         self.colsample_bytree = colsample_bytree
         self.reg_lambda = reg_lambda
+        self.max_bin = max_bin
         self.random_state = random_state
         self.n_jobs = n_jobs
 
@@ -73,6 +78,7 @@ class XGBMetaClassifier(MetaModel):
             "colsample_bytree": float(self.colsample_bytree),
             "lambda": float(self.reg_lambda),
             "tree_method": "hist",
+            "max_bin": int(self.max_bin),
             "nthread": int(self.n_jobs),
             "seed": int(self.random_state) % (2**31),
             "verbosity": 0,

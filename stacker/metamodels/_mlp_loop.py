@@ -1,0 +1,162 @@
+"""A lean torch training loop for the Keras MLP member, equivalent to ``model.fit``.
+
+Keras 3's ``fit`` on the torch backend spends about 2.5 ms of Python per step
+on a 91-128-10 network (callbacks, metric trackers, the layer-call and
+optimizer machinery), ten times the arithmetic.  This loop runs the same
+computation on the model's own weights with plain tensors:
+
+* the initial weights are those Keras drew when it built the model;
+* the loss is Keras's: softmax probabilities clipped to ``[1e-7, 1 - 1e-7]``,
+  negative log, times the sample weight, summed over the batch and divided by
+  the batch size (``"sum_over_batch_size"``);
+* the updates are Keras's Adam (``epsilon=1e-7``, bias correction folded into
+  the step size) and SGD with Nesterov momentum, written out below;
+* one shuffled pass per epoch in batches of ``batch_size`` (the last one
+  partial), inverted dropout after each hidden layer in training;
+* ``EarlyStopping(patience, restore_best_weights=True)`` on the weighted
+  validation loss, with Keras's counting rule, and the best weights restored.
+
+Only the random streams differ (shuffling and dropout draw from torch's
+generator, seeded).  The trained weights are written back into the Keras model,
+which is what is saved (``.keras``) and what predicts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["fit_dense_stack", "EPSILON"]
+
+#: Keras's fuzz factor: probability clipping in the loss, Adam's epsilon.
+EPSILON = 1e-7
+
+
+def _activation(name: str):
+    import torch.nn.functional as F
+
+    import torch
+
+    table = {"relu": F.relu, "elu": F.elu, "selu": F.selu, "tanh": torch.tanh,
+             "sigmoid": torch.sigmoid, "linear": lambda h: h}
+    if name not in table:
+        raise ValueError(f"activation {name!r} is not supported by the torch loop; use trainer='keras'")
+    return table[name]
+
+
+class _Adam:
+    def __init__(self, params, lr: float, beta_1: float = 0.9, beta_2: float = 0.999) -> None:
+        import torch
+
+        self.params, self.lr, self.b1, self.b2, self.t = params, lr, beta_1, beta_2, 0
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+
+    def step(self) -> None:
+        self.t += 1
+        alpha = self.lr * np.sqrt(1.0 - self.b2**self.t) / (1.0 - self.b1**self.t)
+        for p, m, v in zip(self.params, self.m, self.v):
+            g = p.grad
+            m.add_(g - m, alpha=1.0 - self.b1)
+            v.add_(g * g - v, alpha=1.0 - self.b2)
+            p.data.addcdiv_(m, v.sqrt().add_(EPSILON), value=-alpha)
+
+
+class _NesterovSGD:
+    def __init__(self, params, lr: float, momentum: float = 0.9) -> None:
+        import torch
+
+        self.params, self.lr, self.mu = params, lr, momentum
+        self.m = [torch.zeros_like(p) for p in params]
+
+    def step(self) -> None:
+        for p, m in zip(self.params, self.m):
+            g = p.grad
+            m.mul_(self.mu).add_(g, alpha=-self.lr)  # m = mu * m - lr * g
+            p.data.add_(self.mu * m - self.lr * g)  # var += mu * m - lr * g
+
+
+def fit_dense_stack(
+    weights: list[np.ndarray],
+    *,
+    activation: str,
+    dropout: float,
+    optimizer: str,
+    learning_rate: float,
+    X: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    X_val: np.ndarray | None,
+    y_val: np.ndarray | None,
+    w_val: np.ndarray | None,
+    batch_size: int,
+    epochs: int,
+    patience: int,
+    seed: int,
+) -> tuple[list[np.ndarray], int]:
+    """Train a stack of dense layers given as Keras weights ``[W1, b1, ..., Wout, bout]``.
+
+    Hidden layers use ``activation`` (and ``dropout`` after each); the last
+    layer feeds a softmax.  Returns the trained (best, when validating) weights
+    in the same layout and the number of epochs run.
+    """
+    import torch
+
+    act = _activation(activation)
+    gen = torch.Generator().manual_seed(int(seed))
+    params = [torch.tensor(a, dtype=torch.float32, requires_grad=True) for a in weights]
+    n_hidden = len(params) // 2 - 1
+
+    def logits(x: Any, train: bool):
+        h = x
+        for i in range(n_hidden):
+            h = act(torch.addmm(params[2 * i + 1], h, params[2 * i]))
+            if train and dropout > 0:
+                keep = torch.rand(h.shape, generator=gen) >= dropout
+                h = h * keep / (1.0 - dropout)
+        return torch.addmm(params[-1], h, params[-2])
+
+    def loss_of(z: Any, t: Any, sw: Any):
+        p = torch.softmax(z, dim=1).clamp(EPSILON, 1.0 - EPSILON)
+        return -(torch.log(p.gather(1, t[:, None]))[:, 0] * sw).sum() / len(t)
+
+    if optimizer == "adam":
+        opt: _Adam | _NesterovSGD = _Adam(params, learning_rate)
+    elif optimizer == "sgd":
+        opt = _NesterovSGD(params, learning_rate)
+    else:
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+
+    Xt, yt, wt = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64)), torch.from_numpy(w)
+    validating = X_val is not None and len(X_val) > 0 and patience > 0
+    if validating:
+        Xv, yv, wv = torch.from_numpy(X_val), torch.from_numpy(y_val.astype(np.int64)), torch.from_numpy(w_val)
+    n, bs = len(Xt), max(1, int(batch_size))
+    best, best_weights, wait, epoch = np.inf, None, 0, -1
+    for epoch in range(int(epochs)):
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n, bs):
+            idx = order[start:start + bs]
+            loss = loss_of(logits(Xt[idx], True), yt[idx], wt[idx])
+            for p in params:
+                p.grad = None
+            loss.backward()
+            with torch.no_grad():
+                opt.step()
+        if not validating:
+            continue
+        # Keras's EarlyStopping: the wait grows every epoch and resets on a strict improvement.
+        with torch.no_grad():
+            current = float(loss_of(logits(Xv, False), yv, wv))
+        if best_weights is None:
+            best_weights = [p.detach().clone() for p in params]
+        wait += 1
+        if current < best:
+            best, wait = current, 0
+            best_weights = [p.detach().clone() for p in params]
+            continue
+        if wait >= patience and epoch > 0:
+            break
+    final = best_weights if best_weights is not None else [p.detach() for p in params]
+    return [t.numpy().copy() for t in final], epoch + 1
