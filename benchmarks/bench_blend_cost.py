@@ -20,8 +20,9 @@ For each (rows, members) setting it measures
 ``--members N`` scales the recipe's family counts to about N members;
 ``--rows`` and ``--members`` take several values to show how time grows.
 
-Run:  python benchmarks/bench_blend_cost.py --rows 50000 --members 54 --jobs 2
-      python benchmarks/bench_blend_cost.py --rows 5000 10000 --members 6 12 --no-loop
+Run:  python benchmarks/bench_blend_cost.py --rows 50000 --jobs 2
+      python benchmarks/bench_blend_cost.py --rows 50000 --no-blend --loop-threads single
+      python benchmarks/bench_blend_cost.py --rows 10000 25000 50000 --members 13 27 --no-loop
 """
 
 from __future__ import annotations
@@ -122,31 +123,49 @@ class PeakRSS:
         self._t.join()
 
 
-def sequential_loop(table, blend) -> tuple[float, dict[str, float]]:
-    """Fit the same members on the same folds one after another, library-default threading."""
-    from stacker.blend import _task_seed
+def sequential_loop(table, recipe, n_folds: int, seed: int, threads: str) -> tuple[float, dict[str, float]]:
+    """Fit the Blend's members on the Blend's folds one after another, as a user's loop would.
+
+    ``threads="library"``: each library's own threading (XGBoost, LightGBM and
+    torch on every core); ``"single"``: one thread per fit.  Keras members are
+    trained by ``model.fit`` in both.
+    """
+    import contextlib
+
+    import pandas as pd
+    from threadpoolctl import threadpool_limits
+
+    from stacker.blend import _grouped_folds, _task_seed
+    from stacker.features import FeatureSpec
     from stacker.metamodels import BLOCK_FAMILIES, get_family
 
-    spec = blend.feature_spec_
-    X = spec.transform(table)
-    y = table.y
-    cores = os.cpu_count() or 1
+    spec = FeatureSpec.from_table(table, "log")
+    X, y = spec.transform(table), table.y
+    groups = pd.factorize(pd.Series(table.ids, dtype=object))[0]
+    folds = _grouped_folds(table, y, n_folds, seed)
+    n_threads = (os.cpu_count() or 1) if threads == "library" else 1
+    limit = threadpool_limits(1) if threads == "single" else contextlib.nullcontext()
+    if threads == "single":
+        import torch
+
+        torch.set_num_threads(1)
     fam_s: dict[str, float] = {}
     t0 = time.perf_counter()
-    for m in blend.members_:
-        t_m = time.perf_counter()
-        for f in range(int(blend.n_folds)):
-            tr, te = blend.folds_ != f, blend.folds_ == f
-            params = dict(m.params)
-            if m.family in BLOCK_FAMILIES:
-                params.update(layout=spec.layout, input=spec.kind)
-            if m.family in ("xgboost", "lightgbm"):
-                params["n_jobs"] = cores
-            if m.family == "keras":
-                params["trainer"] = "keras"
-            est = get_family(m.family)(**params, random_state=_task_seed(m.seed, f))
-            est.fit(X[tr], y[tr], groups=table.ids[tr]).predict_proba(X[te])
-        fam_s[m.family] = fam_s.get(m.family, 0.0) + time.perf_counter() - t_m
+    with limit:
+        for m in recipe.sample(seed):
+            t_m = time.perf_counter()
+            for f in range(n_folds):
+                tr, te = folds != f, folds == f
+                params = dict(m.params)
+                if m.family in BLOCK_FAMILIES:
+                    params.update(layout=spec.layout, input=spec.kind)
+                if m.family in ("xgboost", "lightgbm"):
+                    params["n_jobs"] = n_threads
+                if m.family == "keras":
+                    params["trainer"] = "keras"
+                est = get_family(m.family)(**params, random_state=_task_seed(m.seed, f))
+                est.fit(X[tr], y[tr], groups=groups[tr]).predict_proba(X[te])
+            fam_s[m.family] = fam_s.get(m.family, 0.0) + time.perf_counter() - t_m
     return time.perf_counter() - t0, fam_s
 
 
@@ -158,6 +177,9 @@ def main() -> int:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--no-loop", action="store_true", help="skip the sequential loop")
+    ap.add_argument("--loop-threads", choices=["library", "single"], default="library",
+                    help="the loop's threading: each library's default (all cores) or one thread per fit")
+    ap.add_argument("--no-blend", action="store_true", help="time only the loop")
     args = ap.parse_args()
 
     from stacker.blend import Blend
@@ -167,32 +189,44 @@ def main() -> int:
         table = synthetic_holdout(rows)
         for n_members in args.members:
             recipe = scaled_recipe(args.recipe, n_members)
-            with PeakRSS() as mem:
-                t0 = time.perf_counter()
-                b = Blend(recipe, n_folds=args.folds, seed=0, n_jobs=args.jobs).fit(table)
-                wall = time.perf_counter() - t0
-            fam_s = {}
-            for m, s in zip(b.members_, b.fit_seconds_.sum(axis=1)):
-                fam_s[m.family] = fam_s.get(m.family, 0.0) + s
-            loop, loop_fam = (None, {}) if args.no_loop else sequential_loop(table, b)
-            acc = b.scores_["blend"]["all"]["accuracy"]
-            results.append((rows, recipe.n_members, wall, mem.peak / 2**30, loop, acc, fam_s))
-            print(f"sum of the Blend's fit seconds (its fits one after another): {sum(fam_s.values()):.0f}s")
-            print(f"rows {rows:>7}  members {recipe.n_members:>3}  blend {wall:8.1f}s  peak {mem.peak / 2**30:5.2f} GiB"
-                  f"  loop {'-' if loop is None else f'{loop:8.1f}s'}  oof acc {acc:.4f}  "
-                  f"fit-seconds by family: " + ", ".join(f"{k} {v:.0f}" for k, v in fam_s.items())
-                  + ("" if loop is None else "; loop seconds by family: "
-                     + ", ".join(f"{k} {v:.0f}" for k, v in loop_fam.items())), flush=True)
+            wall = peak = acc = None
+            fam_s: dict[str, float] = {}
+            if not args.no_blend:
+                with PeakRSS() as mem:
+                    t0 = time.perf_counter()
+                    b = Blend(recipe, n_folds=args.folds, seed=0, n_jobs=args.jobs).fit(table)
+                    wall = time.perf_counter() - t0
+                peak, acc = mem.peak / 2**30, b.scores_["blend"]["all"]["accuracy"]
+                for m, s in zip(b.members_, b.fit_seconds_.sum(axis=1)):
+                    fam_s[m.family] = fam_s.get(m.family, 0.0) + s
+                print(f"rows {rows:>7}  members {recipe.n_members:>3}  blend {wall:8.1f}s  peak {peak:5.2f} GiB  "
+                      f"oof acc {acc:.4f}  fit seconds by family: "
+                      + ", ".join(f"{k} {v:.0f}" for k, v in fam_s.items())
+                      + f"; sum {sum(fam_s.values()):.0f}s (the Blend's own fits one after another)", flush=True)
+            loop, loop_fam = (None, {}) if args.no_loop else sequential_loop(
+                table, recipe, args.folds, 0, args.loop_threads)
+            if loop is not None:
+                print(f"rows {rows:>7}  members {recipe.n_members:>3}  loop ({args.loop_threads} threads) {loop:8.1f}s  "
+                      "seconds by family: " + ", ".join(f"{k} {v:.0f}" for k, v in loop_fam.items()), flush=True)
+            results.append((rows, recipe.n_members, wall, peak, loop, fam_s))
 
     print(f"\n{args.folds}-fold Blend fit, {args.jobs} jobs, recipe {args.recipe!r}, 9 models x 10 classes + manip, "
-          f"{os.cpu_count()} cores (shared: timings are noisy)")
-    print(f"{'rows':>8}{'members':>9}{'fits':>6}{'wall s':>9}{'rows/s':>9}{'peak GiB':>10}{'loop s':>9}{'speed-up':>10}")
-    for rows, nm, wall, peak, loop, acc, _ in results:
-        sp = "-" if loop is None else f"{loop / wall:.2f}x"
-        ls = "-" if loop is None else f"{loop:.1f}"
-        print(f"{rows:>8}{nm:>9}{nm * args.folds:>6}{wall:>9.1f}{rows * nm * args.folds / wall:>9.0f}"
-              f"{peak:>10.2f}{ls:>9}{sp:>10}")
-    print("rows/s = rows x members x folds fitted per second of wall time")
+          f"{os.cpu_count()} cores; loop: {args.loop_threads} threads")
+    print(f"{'rows':>8}{'members':>9}{'fits':>6}{'wall s':>9}{'rows/s':>9}{'peak GiB':>10}{'loop s':>9}"
+          f"{'speed-up':>10}{'bound':>8}")
+
+    def fmt(v, spec):
+        return "-" if v is None else format(v, spec)
+
+    for rows, nm, wall, peak, loop, fam_s in results:
+        speed = None if loop is None or wall is None else loop / wall
+        # No schedule of the Blend's own fits on `jobs` cores beats sum(fit seconds) / jobs.
+        bound = None if loop is None or not fam_s else loop / (sum(fam_s.values()) / args.jobs)
+        rate = None if wall is None else rows * nm * args.folds / wall
+        print(f"{rows:>8}{nm:>9}{nm * args.folds:>6}{fmt(wall, '9.1f')}{fmt(rate, '9.0f')}{fmt(peak, '10.2f')}"
+              f"{fmt(loop, '9.1f')}{fmt(speed, '9.2f')}x{fmt(bound, '7.2f')}x")
+    print("rows/s = rows x members x folds fitted per second of wall time; bound = loop / (sum of the Blend's fit "
+          "seconds / jobs), the most any schedule of the Blend's fits could reach")
     return 0
 
 
