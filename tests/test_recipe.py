@@ -33,6 +33,25 @@ def test_shipped_recipes_load_and_the_1st_place_one_has_52_members():
         assert get_recipe(name).n_members > 0
 
 
+def test_default_draws_its_trees_from_within_the_1st_place_ranges():
+    """The default's 40 tree members are 1st-place members from a cheaper part of its ranges."""
+    first = {f.family: f for f in get_recipe("cmi-1st-place").families}
+    default = get_recipe(DEFAULT_RECIPE)
+    counts = {f.family: f.count for f in default.families}
+    assert counts == {"xgboost": 20, "lightgbm": 20, "keras": 12, "pool": 1, "selection": 1}
+    for fam in default.families:
+        if fam.family not in ("xgboost", "lightgbm"):
+            continue
+        for name, spec in fam.params.items():
+            ref = first[fam.family].params.get(name)
+            if isinstance(spec, list) and isinstance(ref, list):
+                assert ref[0] <= spec[0] <= spec[1] <= ref[1], (fam.family, name, spec, ref)
+            elif ref is not None:
+                assert spec == ref, (fam.family, name)
+    lr = [m.params["learning_rate"] for m in default.sample(0) if m.family == "lightgbm"]
+    assert 0.03 <= min(lr) and max(lr) <= 0.05
+
+
 def test_sampling_is_seeded_and_varies():
     r = get_recipe("cmi-1st-place")
     a, b, c = r.sample(1), r.sample(1), r.sample(2)
