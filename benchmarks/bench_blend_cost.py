@@ -215,16 +215,16 @@ def main() -> int:
     print(f"{'rows':>8}{'members':>9}{'fits':>6}{'wall s':>9}{'rows/s':>9}{'peak GiB':>10}{'loop s':>9}"
           f"{'speed-up':>10}{'bound':>8}")
 
-    def fmt(v, spec):
-        return "-" if v is None else format(v, spec)
+    def fmt(v, width: int, prec: int, suffix: str = "") -> str:
+        return ("-" if v is None else f"{v:.{prec}f}{suffix}").rjust(width)
 
     for rows, nm, wall, peak, loop, fam_s in results:
         speed = None if loop is None or wall is None else loop / wall
         # No schedule of the Blend's own fits on `jobs` cores beats sum(fit seconds) / jobs.
         bound = None if loop is None or not fam_s else loop / (sum(fam_s.values()) / args.jobs)
         rate = None if wall is None else rows * nm * args.folds / wall
-        print(f"{rows:>8}{nm:>9}{nm * args.folds:>6}{fmt(wall, '9.1f')}{fmt(rate, '9.0f')}{fmt(peak, '10.2f')}"
-              f"{fmt(loop, '9.1f')}{fmt(speed, '9.2f')}x{fmt(bound, '7.2f')}x")
+        print(f"{rows:>8}{nm:>9}{nm * args.folds:>6}{fmt(wall, 9, 1)}{fmt(rate, 9, 0)}{fmt(peak, 10, 2)}"
+              f"{fmt(loop, 9, 1)}{fmt(speed, 10, 2, 'x')}{fmt(bound, 8, 2, 'x')}")
     print("rows/s = rows x members x folds fitted per second of wall time; bound = loop / (sum of the Blend's fit "
           "seconds / jobs), the most any schedule of the Blend's fits could reach")
     return 0
