@@ -284,3 +284,5 @@ def test_keras_trainer_is_checked():
     X, y, g = _data()
     with pytest.raises(ConfigError, match="trainer"):
         KerasMLPClassifier(trainer="jax", epochs=1).fit(X, y)
+    with pytest.raises(ConfigError, match="trainer='keras'"):
+        KerasMLPClassifier(activation="gelu", epochs=1).fit(X, y)

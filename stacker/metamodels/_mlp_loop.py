@@ -1,8 +1,10 @@
 """A lean torch training loop for the Keras MLP member, equivalent to ``model.fit``.
 
-Keras 3's ``fit`` on the torch backend spends about 2.5 ms of Python per step
-on a 91-128-10 network (callbacks, metric trackers, the layer-call and
-optimizer machinery), ten times the arithmetic.  This loop runs the same
+Keras 3's ``fit`` on the torch backend adds callbacks, metric trackers and the
+layer-call and optimizer machinery to every step: on one thread a 91-128-10
+network in batches of 256 took about 1.9 ms per step under ``model.fit`` and
+1.2 ms in this loop, and the cost benchmark's 60 Keras fits took 341 s here
+against 734 s for ``model.fit`` on two threads.  This loop runs the same
 computation on the model's own weights with plain tensors:
 
 * the initial weights are those Keras drew when it built the model;
@@ -26,6 +28,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from stacker.errors import ConfigError
 
 __all__ = ["fit_dense_stack", "EPSILON"]
 
@@ -75,7 +79,7 @@ def _activation(name: str):
         return lambda h: exp_linear(h, alpha, scale)
     table = {"relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "linear": lambda h: h}
     if name not in table:
-        raise ValueError(f"activation {name!r} is not supported by the torch loop; use trainer='keras'")
+        raise ConfigError(f"activation {name!r} is not supported by the torch loop; use trainer='keras'")
     return table[name]
 
 
@@ -160,7 +164,7 @@ def fit_dense_stack(
     elif optimizer == "sgd":
         opt = _NesterovSGD(params, learning_rate)
     else:
-        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+        raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
 
     Xt, yt, wt = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64)), torch.from_numpy(w)
     validating = X_val is not None and len(X_val) > 0 and patience > 0

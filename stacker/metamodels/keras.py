@@ -40,8 +40,9 @@ class KerasMLPClassifier(MetaModel):
     By default the network Keras built is trained by a lean torch loop that
     repeats ``model.fit``'s computation (initial weights, loss reduction, Adam /
     Nesterov SGD updates, early stopping; see
-    :mod:`stacker.metamodels._mlp_loop`) without Keras's per-step overhead,
-    about 8x faster on a CPU; ``trainer="keras"`` calls ``model.fit`` itself.
+    :mod:`stacker.metamodels._mlp_loop`) without Keras's per-step overhead
+    (1.2 against 1.9 ms per step on one thread for a 91-128-10 network);
+    ``trainer="keras"`` calls ``model.fit`` itself.
 
     Parameters
     ----------
