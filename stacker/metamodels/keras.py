@@ -41,7 +41,8 @@ class KerasMLPClassifier(MetaModel):
     repeats ``model.fit``'s computation (initial weights, loss reduction, Adam /
     Nesterov SGD updates, early stopping; see
     :mod:`stacker.metamodels._mlp_loop`) without Keras's per-step overhead
-    (1.2 against 1.9 ms per step on one thread for a 91-128-10 network);
+    (153 against 287 ms per epoch on one thread for a 91-128-10 network,
+    ``benchmarks/bench_fit_parts.py``);
     ``trainer="keras"`` calls ``model.fit`` itself.
 
     Parameters

@@ -24,8 +24,9 @@ class XGBMetaClassifier(MetaModel):
     max_depth, learning_rate, n_estimators, min_child_weight, subsample,
     colsample_bytree, reg_lambda : XGBoost booster parameters.
     max_bin : int, default 256
-        Histogram bins per feature (XGBoost's default); 64 fitted 12-17% faster
-        per round on the cost benchmark's 40,000 x 91 training rows.
+        Histogram bins per feature (XGBoost's default); 64 fitted 14-19% faster
+        per round on the cost benchmark's 40,000 x 91 training rows
+        (``benchmarks/bench_fit_parts.py``).
     early_stopping_rounds : int or None, default 25
         Rounds without improvement before stopping; None trains all rounds.
     validation_fraction : float, default 0.1
