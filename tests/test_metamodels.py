@@ -280,6 +280,40 @@ def test_keras_torch_loop_with_dropout_and_batches_learns_like_keras():
     assert losses["torch"] < 0.8 * log_loss(yt, np.full((len(yt), 4), 0.25))
 
 
+@pytest.mark.parametrize("optimizer,activation", [("adam", "selu"), ("sgd", "relu"), ("adam", "tanh")])
+def test_keras_fit_many_trains_each_network_as_its_own_fit(optimizer, activation):
+    """A member's fold networks trained as one batched stack end as their own fits would.
+
+    The datasets differ in size, so the networks take different numbers of batches
+    per epoch (one skips the stack's last step), have partial last batches, and
+    stop early at different epochs (leaving the stack), with shuffling and dropout on.
+    """
+    datasets = [_data(n=n, seed=s) for n, s in ((300, 1), (200, 2), (330, 3))]
+    kw = dict(hidden_layer_sizes=(16, 8), activation=activation, dropout=0.2, optimizer=optimizer,
+              learning_rate=0.02, batch_size=64, epochs=40, patience=2)
+    seeds = (5, 6, 7)
+    alone = [KerasMLPClassifier(**kw, random_state=s).fit(X, y, groups=g) for s, (X, y, g) in zip(seeds, datasets)]
+    together = KerasMLPClassifier.fit_many([KerasMLPClassifier(**kw, random_state=s) for s in seeds],
+                                           [(X, y, None, g) for X, y, g in datasets])
+    epochs = [e.n_iter_ for e in alone]
+    assert [e.n_iter_ for e in together] == epochs
+    assert len(set(epochs)) > 1, epochs  # the stack shrank while others trained on
+    for a, b, (X, _, _) in zip(alone, together, datasets):
+        np.testing.assert_allclose(b.predict_proba(X), a.predict_proba(X), atol=1e-4)
+
+
+def test_keras_fit_many_falls_back_to_one_by_one():
+    """Networks of different architectures (or the keras trainer) are fitted one by one."""
+    (X, y, g), (X2, y2, g2) = _data(n=200, seed=1), _data(n=220, seed=2)
+    kw = dict(dropout=0.0, batch_size=64, epochs=5, random_state=3)
+    ests = [KerasMLPClassifier(hidden_layer_sizes=(8,), **kw), KerasMLPClassifier(hidden_layer_sizes=(6,), **kw)]
+    out = KerasMLPClassifier.fit_many(ests, [(X, y, None, g), (X2, y2, None, g2)])
+    ref = KerasMLPClassifier(hidden_layer_sizes=(6,), **kw).fit(X2, y2, groups=g2)
+    np.testing.assert_allclose(out[1].predict_proba(X2), ref.predict_proba(X2), atol=1e-6)
+    with pytest.raises(ValueError, match="2 estimators for 1 datasets"):
+        KerasMLPClassifier.fit_many(ests, [(X, y, None, g)])
+
+
 def test_keras_trainer_is_checked():
     X, y, g = _data()
     with pytest.raises(ConfigError, match="trainer"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -41,6 +42,13 @@ class MetaModel(ClassifierMixin, BaseEstimator):
 
     # ---------------------------------------------------------------- sklearn API
     def fit(self, X: Any, y: Any, sample_weight: Any = None, groups: Any = None) -> MetaModel:
+        self._fit(*self._fit_input(X, y, sample_weight, groups))
+        return self
+
+    def _fit_input(
+        self, X: Any, y: Any, sample_weight: Any, groups: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """Validate ``fit``'s arguments, set ``classes_``; ``(X, codes, weights, groups)`` for ``_fit``."""
         X, y = validate_data(self, X, y, dtype=np.float64)
         from sklearn.utils.multiclass import check_classification_targets
 
@@ -52,8 +60,20 @@ class MetaModel(ClassifierMixin, BaseEstimator):
                 f"{self.classes_[0]!r}"
             )
         w = _check_sample_weight(sample_weight, X, dtype=np.float64)
-        self._fit(X, codes.astype(np.int64), w, None if groups is None else np.asarray(groups))
-        return self
+        return X, codes.astype(np.int64), w, None if groups is None else np.asarray(groups)
+
+    @classmethod
+    def fit_many(cls, estimators: Sequence[MetaModel], datasets: Sequence[tuple[Any, Any, Any, Any]]) -> list[MetaModel]:
+        """Fit ``estimators[j]`` on ``datasets[j] = (X, y, sample_weight, groups)``; returns the estimators.
+
+        The Blend fits a member's fold models through this.  The default fits
+        them one by one; a family that trains several models faster together
+        overrides it (the Keras MLP trains them as one batched network), with
+        each estimator ending up as its own ``fit`` would leave it.
+        """
+        if len(estimators) != len(datasets):
+            raise ValueError(f"{len(estimators)} estimators for {len(datasets)} datasets")
+        return [est.fit(X, y, sample_weight=sw, groups=g) for est, (X, y, sw, g) in zip(estimators, datasets)]
 
     def predict_proba(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "classes_")

@@ -25,13 +25,14 @@ which is what is saved (``.keras``) and what predicts.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from stacker.errors import ConfigError
 
-__all__ = ["fit_dense_stack", "EPSILON"]
+__all__ = ["fit_dense_stack", "fit_dense_stacks", "FoldData", "EPSILON"]
 
 #: Keras's fuzz factor: probability clipping in the loss, Adam's epsilon.
 EPSILON = 1e-7
@@ -53,19 +54,22 @@ def _exp_linear():
     import torch
 
     class ExpLinear(torch.autograd.Function):
+        # Written without torch.where, whose CPU kernel with a scalar operand was the slowest op
+        # of a batched step: e = exp(min(x, 0)) is 1 where x > 0, so
+        # f(x) = scale * (relu(x) + alpha * (e - 1)) and f'(x) = alpha * scale * e + scale * (1 - alpha) * [x > 0].
         @staticmethod
         def forward(ctx, x, alpha: float, scale: float):
-            pos = x > 0
-            neg = torch.exp(torch.clamp(x, max=0.0)).sub_(1.0).mul_(alpha * scale)
-            ctx.save_for_backward(pos, neg)
+            e = torch.exp(torch.clamp(x, max=0.0))
+            pos = (x > 0).to(x.dtype)
+            ctx.save_for_backward(e, pos)
             ctx.constants = (alpha, scale)
-            return torch.where(pos, x * scale, neg)
+            return torch.relu(x).add_(e - 1.0, alpha=alpha).mul_(scale)
 
         @staticmethod
         def backward(ctx, grad):
-            pos, neg = ctx.saved_tensors
+            e, pos = ctx.saved_tensors
             alpha, scale = ctx.constants
-            return grad * torch.where(pos, scale, neg + alpha * scale), None, None
+            return grad * (e * (alpha * scale)).add_(pos, alpha=scale * (1.0 - alpha)), None, None
 
     return ExpLinear.apply
 
@@ -84,36 +88,217 @@ def _activation(name: str):
     return table[name]
 
 
-class _Adam:
-    def __init__(self, params, lr: float, beta_1: float = 0.9, beta_2: float = 0.999) -> None:
-        import torch
+class FoldData(NamedTuple):
+    """One network's training rows and (optional) early-stopping rows."""
 
-        self.params, self.lr, self.b1, self.b2, self.t = params, lr, beta_1, beta_2, 0
-        self.m = [torch.zeros_like(p) for p in params]
-        self.v = [torch.zeros_like(p) for p in params]
-
-    def step(self) -> None:
-        self.t += 1
-        alpha = self.lr * np.sqrt(1.0 - self.b2**self.t) / (1.0 - self.b1**self.t)
-        for p, m, v in zip(self.params, self.m, self.v):
-            g = p.grad
-            m.add_(g - m, alpha=1.0 - self.b1)
-            v.add_(g * g - v, alpha=1.0 - self.b2)
-            p.data.addcdiv_(m, v.sqrt().add_(EPSILON), value=-alpha)
+    X: np.ndarray
+    y: np.ndarray
+    w: np.ndarray
+    X_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+    w_val: np.ndarray | None = None
 
 
-class _NesterovSGD:
-    def __init__(self, params, lr: float, momentum: float = 0.9) -> None:
-        import torch
+def _dropout_keep(rngs: list[np.random.Generator], rows: list[int], width: int, rate: float):
+    """Inverted-dropout multipliers ``(n_nets, max(rows), width)``, each network from its own stream.
 
-        self.params, self.lr, self.mu = params, lr, momentum
-        self.m = [torch.zeros_like(p) for p in params]
+    16-bit draws from NumPy's PCG64 (0.75 ns each against 2 ns for torch's CPU
+    ``rand``, ``benchmarks/bench_fit_parts.py``); the keep probability is
+    ``1 - rate`` to within 2**-16.  Rows past a network's ``rows`` are padding.
+    """
+    import torch
 
-    def step(self) -> None:
-        for p, m in zip(self.params, self.m):
-            g = p.grad
-            m.mul_(self.mu).add_(g, alpha=-self.lr)  # m = mu * m - lr * g
-            p.data.add_(self.mu * m - self.lr * g)  # var += mu * m - lr * g
+    threshold = int(round(rate * 65536)) - 32768
+    b = max(rows)
+    if min(rows) == b:
+        draws = np.stack([rng.integers(-32768, 32768, (b, width), dtype=np.int16) for rng in rngs])
+    else:
+        draws = np.full((len(rngs), b, width), -32768, dtype=np.int16)
+        for j, (rng, r) in enumerate(zip(rngs, rows)):
+            draws[j, :r] = rng.integers(-32768, 32768, (r, width), dtype=np.int16)
+    return (torch.from_numpy(draws) >= threshold).to(torch.float32).mul_(1.0 / (1.0 - rate))
+
+
+def _weighted_loss(z, t, sw, counts):
+    """Keras's loss per network: clipped softmax, ``-log p[target] * weight`` summed, over the batch size.
+
+    ``z`` is ``(n_nets, batch, k)``; the softmax runs on the transposed
+    ``(n_nets, k, batch)`` copy because torch's CPU softmax over a short last
+    axis is about 4x slower, forward and backward, than over a middle one.
+    Returns ``(n_nets,)``; a network with ``counts == 0`` gets 0.
+    """
+    import torch
+
+    p = torch.softmax(z.mT.contiguous(), dim=1)
+    picked = p.gather(1, t[:, None, :])[:, 0, :].clamp(EPSILON, 1.0 - EPSILON)
+    return -(torch.log(picked) * sw).sum(dim=1) / counts.clamp(min=1)
+
+
+def fit_dense_stacks(
+    weights: Sequence[Sequence[np.ndarray]],
+    data: Sequence[FoldData],
+    *,
+    activation: str,
+    dropout: float,
+    optimizer: str,
+    learning_rate: float,
+    batch_size: int,
+    epochs: int,
+    patience: int,
+    seeds: Sequence[int],
+) -> list[tuple[list[np.ndarray], int]]:
+    """Train several networks of one architecture side by side, each on its own data.
+
+    ``weights[j]`` are network ``j``'s Keras weights ``[W1, b1, ..., Wout, bout]``
+    (hidden layers use ``activation`` and ``dropout``, the last feeds a softmax),
+    ``data[j]`` its rows, ``seeds[j]`` its shuffling and dropout stream.  The
+    networks' parameters are stacked on a leading axis and every step is one
+    batched matrix product per layer, so a member's K fold networks pay the
+    per-operation overhead of one; each network still follows exactly its own
+    trajectory (own batches, own Adam step count, own early stopping, after
+    which it leaves the stack), so the result for network ``j`` does not depend
+    on the others, up to float rounding.
+
+    Returns, per network, its trained (best, when validating) weights in the
+    same layout and the number of epochs it ran.
+    """
+    import torch
+
+    if optimizer not in ("adam", "sgd"):
+        raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    if not (len(weights) == len(data) == len(seeds)) or not weights:
+        raise ValueError("weights, data and seeds must be non-empty and of the same length")
+    act = _activation(activation)
+    n_nets, n_layers = len(weights), len(weights[0]) // 2
+    bs, lr = max(1, int(batch_size)), float(learning_rate)
+    rngs = [np.random.default_rng(int(s)) for s in seeds]
+    X = [torch.from_numpy(np.ascontiguousarray(d.X, dtype=np.float32)) for d in data]
+    y = [torch.from_numpy(np.asarray(d.y, dtype=np.int64)) for d in data]
+    w = [torch.from_numpy(np.asarray(d.w, dtype=np.float32)) for d in data]
+    n = np.array([len(d.X) for d in data])
+    validating = [d.X_val is not None and len(d.X_val) > 0 and patience > 0 for d in data]
+
+    # Stacked parameters: W (nets, in, out), b (nets, 1, out); optimizer slots alike.
+    params = []
+    for i in range(2 * n_layers):
+        a = np.stack([np.asarray(wt[i], dtype=np.float32) for wt in weights])
+        params.append(torch.tensor(a if i % 2 == 0 else a[:, None, :], requires_grad=True))
+    slots = [[torch.zeros_like(p) for p in params] for _ in range(2 if optimizer == "adam" else 1)]
+    steps = np.zeros(n_nets)  # Adam's per-network step count
+    active = list(range(n_nets))  # network index of each stacked row
+    best: list[list[Any] | None] = [None] * n_nets
+    best_loss, wait = np.full(n_nets, np.inf), np.zeros(n_nets, dtype=int)
+    ran = np.zeros(n_nets, dtype=int)
+    final: list[list[Any] | None] = [None] * n_nets
+    buffers = None
+
+    def forward(h, keep_masks=None):
+        for i in range(n_layers - 1):
+            h = act(torch.baddbmm(params[2 * i + 1], h, params[2 * i]))
+            if keep_masks is not None:
+                h = h * keep_masks(h.shape[-1])
+        return torch.baddbmm(params[-1], h, params[-2])
+
+    def update(rows: list[int]) -> None:
+        """One optimizer step for the stacked rows ``rows`` (all of them, normally)."""
+        if optimizer == "adam":
+            steps[[active[j] for j in rows]] += 1
+            t = steps[[active[j] for j in rows]]
+            alpha = lr * np.sqrt(1.0 - 0.999**t) / (1.0 - 0.9**t)
+            a = torch.tensor(alpha, dtype=torch.float32)[:, None, None]
+            for p, m, v in zip(params, *slots):
+                pd, g, mm, vv = (p.data, p.grad, m, v) if len(rows) == len(active) else (
+                    p.data[rows], p.grad[rows], m[rows], v[rows])
+                mm.add_(g - mm, alpha=0.1)
+                vv.add_(g * g - vv, alpha=0.001)
+                pd.sub_(a * mm / vv.sqrt().add_(EPSILON))
+                if len(rows) != len(active):
+                    p.data[rows], m[rows], v[rows] = pd, mm, vv
+        else:
+            for p, m in zip(params, slots[0]):
+                pd, g, mm = (p.data, p.grad, m) if len(rows) == len(active) else (p.data[rows], p.grad[rows], m[rows])
+                mm.mul_(0.9).add_(g, alpha=-lr)  # m = mu * m - lr * g
+                pd.add_(0.9 * mm - lr * g)  # var += mu * m - lr * g
+                if len(rows) != len(active):
+                    p.data[rows], m[rows] = pd, mm
+
+    epoch = -1
+    for epoch in range(int(epochs)):
+        if not active:
+            break
+        na = n[active]
+        if buffers is None:  # (re)allocated when networks leave the stack; padding rows stay zero
+            width = max(int(na.max()), 1)
+            buffers = (torch.zeros(len(active), width, X[0].shape[1]),
+                       torch.zeros(len(active), width, dtype=torch.int64), torch.zeros(len(active), width))
+        Xe, ye, we = buffers
+        for j, f in enumerate(active):  # one shuffled copy per epoch; batches are then slices
+            order = torch.from_numpy(rngs[f].permutation(int(n[f])))
+            torch.index_select(X[f], 0, order, out=Xe[j, : n[f]])
+            ye[j, : n[f]] = y[f][order]
+            we[j, : n[f]] = w[f][order]
+        for lo in range(0, int(na.max()), bs):
+            hi = min(lo + bs, int(na.max()))
+            counts = np.clip(na - lo, 0, hi - lo)
+            stepping = [j for j in range(len(active)) if counts[j] > 0]
+            if dropout > 0:
+                def keep_masks(width: int) -> Any:
+                    return _dropout_keep([rngs[f] for f in active], [max(int(c), 0) for c in counts], width,
+                                         float(dropout))
+            else:
+                keep_masks = None
+            z = forward(Xe[:, lo:hi], keep_masks)
+            loss = _weighted_loss(z, ye[:, lo:hi], we[:, lo:hi], torch.from_numpy(counts.astype(np.float32))).sum()
+            for p in params:
+                p.grad = None
+            loss.backward()
+            with torch.no_grad():
+                update(stepping)
+        left = []
+        for j, f in enumerate(active):
+            ran[f] = epoch + 1
+            if not validating[f]:
+                left.append(j)
+                continue
+            d = data[f]
+            with torch.no_grad():
+                sl = [p[j : j + 1] for p in params]
+                h = torch.from_numpy(np.ascontiguousarray(d.X_val, dtype=np.float32))[None]
+                for i in range(n_layers - 1):
+                    h = act(torch.baddbmm(sl[2 * i + 1], h, sl[2 * i]))
+                z = torch.baddbmm(sl[-1], h, sl[-2])
+                current = float(_weighted_loss(
+                    z, torch.from_numpy(np.asarray(d.y_val, dtype=np.int64))[None],
+                    torch.from_numpy(np.asarray(d.w_val, dtype=np.float32))[None],
+                    torch.tensor([float(len(d.X_val))]),
+                )[0])
+            # Keras's EarlyStopping: the wait grows every epoch and resets on a strict improvement.
+            if best[f] is None:
+                best[f] = [p[j].detach().clone() for p in params]
+            wait[f] += 1
+            if current < best_loss[f]:
+                best_loss[f], wait[f] = current, 0
+                best[f] = [p[j].detach().clone() for p in params]
+            elif wait[f] >= patience and epoch > 0:
+                continue  # stopped: leaves the stack
+            left.append(j)
+        if len(left) < len(active):
+            with torch.no_grad():
+                for j, f in enumerate(active):
+                    if j not in left:
+                        final[f] = best[f]
+                keep = torch.tensor(left, dtype=torch.int64)
+                params = [p.detach()[keep].clone().requires_grad_() for p in params]
+                slots = [[s[keep].clone() for s in group] for group in slots]
+            active = [active[j] for j in left]
+            buffers = None
+    for j, f in enumerate(active):
+        final[f] = best[f] if best[f] is not None else [p[j].detach() for p in params]
+    out = []
+    for f in range(n_nets):
+        arrays = [t.numpy().copy() for t in final[f]]  # type: ignore[union-attr]
+        out.append(([a if i % 2 == 0 else a.reshape(-1) for i, a in enumerate(arrays)], int(ran[f])))
+    return out
 
 
 def fit_dense_stack(
@@ -134,68 +319,9 @@ def fit_dense_stack(
     patience: int,
     seed: int,
 ) -> tuple[list[np.ndarray], int]:
-    """Train a stack of dense layers given as Keras weights ``[W1, b1, ..., Wout, bout]``.
-
-    Hidden layers use ``activation`` (and ``dropout`` after each); the last
-    layer feeds a softmax.  Returns the trained (best, when validating) weights
-    in the same layout and the number of epochs run.
-    """
-    import torch
-
-    act = _activation(activation)
-    gen = torch.Generator().manual_seed(int(seed))
-    params = [torch.tensor(a, dtype=torch.float32, requires_grad=True) for a in weights]
-    n_hidden = len(params) // 2 - 1
-
-    def logits(x: Any, train: bool):
-        h = x
-        for i in range(n_hidden):
-            h = act(torch.addmm(params[2 * i + 1], h, params[2 * i]))
-            if train and dropout > 0:
-                keep = (torch.rand(h.shape, generator=gen) >= dropout).to(h.dtype).mul_(1.0 / (1.0 - dropout))
-                h = h * keep
-        return torch.addmm(params[-1], h, params[-2])
-
-    def loss_of(z: Any, t: Any, sw: Any):
-        p = torch.softmax(z, dim=1).clamp(EPSILON, 1.0 - EPSILON)
-        return -(torch.log(p.gather(1, t[:, None]))[:, 0] * sw).sum() / len(t)
-
-    if optimizer == "adam":
-        opt: _Adam | _NesterovSGD = _Adam(params, learning_rate)
-    elif optimizer == "sgd":
-        opt = _NesterovSGD(params, learning_rate)
-    else:
-        raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
-
-    Xt, yt, wt = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64)), torch.from_numpy(w)
-    validating = X_val is not None and len(X_val) > 0 and patience > 0
-    if validating:
-        Xv, yv, wv = torch.from_numpy(X_val), torch.from_numpy(y_val.astype(np.int64)), torch.from_numpy(w_val)
-    n, bs = len(Xt), max(1, int(batch_size))
-    best, best_weights, wait, epoch = np.inf, None, 0, -1
-    for epoch in range(int(epochs)):
-        order = torch.randperm(n, generator=gen)
-        for start in range(0, n, bs):
-            idx = order[start:start + bs]
-            loss = loss_of(logits(Xt[idx], True), yt[idx], wt[idx])
-            for p in params:
-                p.grad = None
-            loss.backward()
-            with torch.no_grad():
-                opt.step()
-        if not validating:
-            continue
-        # Keras's EarlyStopping: the wait grows every epoch and resets on a strict improvement.
-        with torch.no_grad():
-            current = float(loss_of(logits(Xv, False), yv, wv))
-        if best_weights is None:
-            best_weights = [p.detach().clone() for p in params]
-        wait += 1
-        if current < best:
-            best, wait = current, 0
-            best_weights = [p.detach().clone() for p in params]
-            continue
-        if wait >= patience and epoch > 0:
-            break
-    final = best_weights if best_weights is not None else [p.detach() for p in params]
-    return [t.numpy().copy() for t in final], epoch + 1
+    """Train one network: :func:`fit_dense_stacks` with a single entry."""
+    return fit_dense_stacks(
+        [weights], [FoldData(X, y, w, X_val, y_val, w_val)], activation=activation, dropout=dropout,
+        optimizer=optimizer, learning_rate=learning_rate, batch_size=batch_size, epochs=epochs,
+        patience=patience, seeds=[seed],
+    )[0]
