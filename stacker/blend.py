@@ -128,6 +128,14 @@ def _expected_cost(m: MemberSpec) -> float:
     return _FAMILY_COST.get(m.family, 0.1) * scale
 
 
+def _fits_jointly(family: str) -> bool:
+    """Whether the family overrides ``fit_many`` (fits several models faster together)."""
+    from stacker.metamodels import get_family
+    from stacker.metamodels._base import MetaModel
+
+    return getattr(get_family(family).fit_many, "__func__", None) is not MetaModel.fit_many.__func__
+
+
 def _task_seed(member_seed: int, fold: int) -> int:
     return int(np.random.default_rng([member_seed, fold]).integers(2**31 - 1))
 
@@ -184,6 +192,10 @@ class Blend(Transform):
     oof_ : PredictionTable
         Out-of-fold blend probabilities (model ``"blend"``).
     member_oof_ : ndarray of shape (n_members, n_rows, n_classes)
+    fit_seconds_ : ndarray of shape (n_members, n_folds)
+        Wall seconds of each member's fit on each fold (with prediction and
+        serialisation); a member whose folds were trained together (Keras) has
+        its task's time split evenly over its folds.
     scores_ : dict
         ``{"blend": ..., "members": {name: ...}, "folds": [...]}``: accuracy,
         log loss and per-class accuracy, each on all, unaltered and manipulated rows.
@@ -259,19 +271,32 @@ class Blend(Transform):
         fold_rows = [np.flatnonzero(folds == f) for f in range(n_folds)]
         train_rows = [np.flatnonzero(folds != f) for f in range(n_folds)]
 
-        # Fold-major order: early folds finish first, so on_fold can prune a trial early.  Within a
-        # fold the likely-longest fits go first, so the run does not end on one long fit and an idle core.
+        # A family that trains a member's fold models together (the Keras MLP batches them into one
+        # network) gets one task per member, queued first: they are the longest tasks.  The rest run
+        # fold-major, so early folds finish first and on_fold can prune a trial early; within a fold
+        # the likely-longest fits go first, so the run does not end on one long fit and an idle core.
         by_cost = sorted(range(len(members)), key=lambda i: _expected_cost(members[i]), reverse=True)
-        tasks, where = [], []
+        joint = {fam for fam in {m.family for m in members} if _fits_jointly(fam)}
+        tasks: list[dict[str, Any]] = []
+        where: list[tuple[int, list[int]]] = []
+
+        def add(mi: int, fs: list[int]) -> None:
+            m = members[mi]
+            tasks.append({
+                "family": m.family, "params": self._member_kwargs(m, spec),
+                "seeds": [_task_seed(m.seed, f) for f in fs],
+                "train": [train_rows[f] for f in fs], "valid": [fold_rows[f] for f in fs],
+            })
+            where.append((mi, fs))
+
+        for mi in by_cost:
+            if members[mi].family in joint:
+                add(mi, list(range(n_folds)))
         for f in range(n_folds):
             for mi in by_cost:
-                m = members[mi]
-                tasks.append({
-                    "family": m.family, "params": self._member_kwargs(m, spec),
-                    "seed": _task_seed(m.seed, f), "train": train_rows[f], "valid": fold_rows[f],
-                })
-                where.append((mi, f))
-        from stacker.parallel import fit_member_fold, run_tasks
+                if members[mi].family not in joint:
+                    add(mi, [f])
+        from stacker.parallel import fit_member_folds, run_tasks
 
         oof = np.zeros((len(members), n, k))
         states: list[list[Any]] = [[None] * n_folds for _ in members]
@@ -280,13 +305,14 @@ class Blend(Transform):
         next_fold, fold_scores = 0, []
         shared = {"X": X, "y": y, "w": w, "groups": groups,
                   "preload": tuple(sorted({m.family for m in members}))}
-        for i, res in run_tasks(fit_member_fold, tasks, shared, n_jobs=self.n_jobs,
+        for i, res in run_tasks(fit_member_folds, tasks, shared, n_jobs=self.n_jobs,
                                 scheduler=self.scheduler, progress=self.progress, desc="blend fits"):
-            mi, f = where[i]
-            oof[mi, fold_rows[f]] = res["proba"]
-            states[mi][f] = (res["model"], res["sidecar"])
-            seconds[mi, f] = res["seconds"]
-            left[f] -= 1
+            mi, fs = where[i]
+            for f, r in zip(fs, res["folds"]):
+                oof[mi, fold_rows[f]] = r["proba"]
+                states[mi][f] = (r["model"], r["sidecar"])
+                seconds[mi, f] = res["seconds"] / len(fs)
+                left[f] -= 1
             while next_fold < n_folds and left[next_fold] == 0:
                 rows = fold_rows[next_fold]
                 p = oof[:, rows].mean(axis=0)

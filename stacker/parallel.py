@@ -1,9 +1,9 @@
 """Running many (member, fold) fits: locally with joblib, or on a Dask cluster.
 
-The unit of work is :func:`fit_member_fold`, a pure module-level function whose
-inputs are arrays, JSON-able parameters and a seed, and whose output is the
-out-of-fold probabilities plus the fitted model as native bytes and a JSON
-sidecar.  No estimator object crosses a process boundary, so the same function
+The unit of work is :func:`fit_member_folds`, a pure module-level function whose
+inputs are arrays, JSON-able parameters and seeds, and whose output is, per
+fold, the out-of-fold probabilities plus the fitted model as native bytes and a
+JSON sidecar.  No estimator object crosses a process boundary, so the same function
 runs under joblib's loky workers and on ``dask.distributed`` workers, and the
 result for a seed does not depend on where or in which order tasks ran.
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from stacker.errors import ConfigError
 
-__all__ = ["fit_member_fold", "run_tasks", "effective_n_jobs"]
+__all__ = ["fit_member_folds", "run_tasks", "effective_n_jobs"]
 
 
 def _limit_threads(family: str):
@@ -35,30 +35,34 @@ def _limit_threads(family: str):
     return threadpool_limits(1)
 
 
-def fit_member_fold(
+def fit_member_folds(
     family: str,
     params: dict[str, Any],
-    seed: int,
+    seeds: Sequence[int],
     X: np.ndarray,
     y: np.ndarray,
     w: np.ndarray,
     groups: np.ndarray,
-    train: np.ndarray,
-    valid: np.ndarray,
+    train: Sequence[np.ndarray],
+    valid: Sequence[np.ndarray],
     preload: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Fit one member on ``train`` rows and predict ``valid`` rows.
+    """Fit one member on each of its folds: model ``j`` on ``train[j]`` rows with ``seeds[j]``, predicting ``valid[j]``.
 
-    ``preload`` names every family of the run: importing them all in the first
-    task a worker runs keeps that worker's memory steady afterwards, so loky's
-    leak check (300 MB over the size after the first task) does not recycle the
-    worker, and re-import torch, each time a Keras task follows a tree task.
+    The models are fitted through the family's ``fit_many``, so a family that
+    trains several models faster together (the Keras MLP) does so; the others
+    fit one by one.  ``preload`` names every family of the run: importing them
+    all in the first task a worker runs keeps that worker's memory steady
+    afterwards, so loky's leak check (300 MB over the size after the first
+    task) does not recycle the worker, and re-import torch, each time a Keras
+    task follows a tree task.
 
     Returns
     -------
     dict
-        ``proba`` (n_valid, n_classes) out-of-fold probabilities, ``model``
-        (native bytes), ``sidecar`` (JSON-able dict), ``seconds``.
+        ``folds``: per fold a dict of ``proba`` (n_valid, n_classes) out-of-fold
+        probabilities, ``model`` (native bytes) and ``sidecar`` (JSON-able dict);
+        ``seconds``: wall time of the whole task.
     """
     from stacker.metamodels import get_family
 
@@ -68,12 +72,15 @@ def fit_member_fold(
         if name in ("xgboost", "lightgbm"):
             importlib.import_module(name)
     cls = get_family(family)
+    out = []
     with _limit_threads(family):
-        est = cls(**{**params, "random_state": int(seed)})
-        est.fit(X[train], y[train], sample_weight=w[train], groups=groups[train])
-        proba = est.predict_proba(X[valid]) if len(valid) else np.zeros((0, len(est.classes_)))
-        model, sidecar = est.to_state()
-    return {"proba": proba, "model": model, "sidecar": sidecar, "seconds": time.perf_counter() - t0}
+        ests = [cls(**{**params, "random_state": int(s)}) for s in seeds]
+        cls.fit_many(ests, [(X[tr], y[tr], w[tr], groups[tr]) for tr in train])
+        for est, va in zip(ests, valid):
+            proba = est.predict_proba(X[va]) if len(va) else np.zeros((0, len(est.classes_)))
+            model, sidecar = est.to_state()
+            out.append({"proba": proba, "model": model, "sidecar": sidecar})
+    return {"folds": out, "seconds": time.perf_counter() - t0}
 
 
 def effective_n_jobs(n_jobs: int | None) -> int:

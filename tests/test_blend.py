@@ -88,6 +88,29 @@ def test_same_seed_same_result_and_parallel_equals_sequential(table):
     assert not np.array_equal(a.oof_.probs, c.oof_.probs)
 
 
+def test_keras_members_train_their_folds_together_as_their_own_fits(table):
+    """A Keras member is one task over all folds (a batched network); each fold model is the
+    model a standalone fit on that fold's rows with that fold's seed gives, in any process."""
+    pytest.importorskip("keras")
+    from stacker.blend import _task_seed
+    from stacker.features import FeatureSpec
+    from stacker.metamodels import KerasMLPClassifier
+
+    recipe = {"families": {"keras": {"count": 2, "units": 8, "n_layers": 1, "dropout": 0.2,
+                                     "batch_size": 64, "epochs": 6, "patience": 2}}}
+    a = Blend(recipe, n_folds=3, seed=3, n_jobs=1, combine="mean").fit(table)
+    b = Blend(recipe, n_folds=3, seed=3, n_jobs=2, combine="mean").fit(table)
+    np.testing.assert_array_equal(a.member_oof_, b.member_oof_)
+    X = FeatureSpec.from_table(table, "log").transform(table)
+    groups = pd.factorize(pd.Series(table.ids, dtype=object))[0]
+    for mi, m in enumerate(a.members_):
+        for f in range(3):
+            tr, te = a.folds_ != f, a.folds_ == f
+            alone = KerasMLPClassifier(**m.params, random_state=_task_seed(m.seed, f))
+            alone.fit(X[tr], table.y[tr], groups=groups[tr])
+            np.testing.assert_allclose(a.member_oof_[mi, te], alone.predict_proba(X[te]), atol=1e-4)
+
+
 def test_class_weights_become_sample_weights(table):
     y = table.y
     w = class_sample_weights({"LG-Nexus-5x": 3.0, "Motorola-Nexus-6": 0.5}, y, table.classes)
