@@ -40,7 +40,7 @@ from stacker.base import Transform, register
 from stacker.errors import BundleError, ConfigError, LabelError
 from stacker.features import FeatureSpec
 from stacker.metamodels import BLOCK_FAMILIES
-from stacker.metamodels.selection import ensemble_selection
+from stacker.metamodels.selection import selection_on_true_class
 from stacker.recipe import MemberSpec, Recipe
 from stacker.table import FOLD, LABEL, VIEW, PredictionTable
 
@@ -82,7 +82,8 @@ def class_sample_weights(
 
 
 def combine_members(
-    oof: np.ndarray, y: np.ndarray, folds: np.ndarray, sample_weight: np.ndarray | None, rule: str
+    oof: np.ndarray, y: np.ndarray, folds: np.ndarray, sample_weight: np.ndarray | None, rule: str,
+    n_jobs: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Member weights and the blend's out-of-fold probabilities from members' OOF predictions.
 
@@ -96,6 +97,8 @@ def combine_members(
     y, folds : ndarray of shape (n_rows,)
     sample_weight : ndarray of shape (n_rows,) or None
     rule : {"mean", "weights"}
+    n_jobs : int, default 1
+        Threads for the K + 1 weight searches (NumPy releases the GIL in them).
     """
     if rule not in COMBINE_RULES:
         raise ConfigError(f"combine must be one of {COMBINE_RULES}, got {rule!r}")
@@ -104,12 +107,19 @@ def combine_members(
     if rule == "mean" or n_members == 1:
         weights = np.full(n_members, 1.0 / n_members)
         return weights, np.einsum("mnk,m->nk", oof, weights)
-    blend_oof = np.zeros((n, k))
-    for f in np.unique(folds):
-        te, tr = folds == f, folds != f
-        wf = ensemble_selection(oof[:, tr], y[tr], SELECTION_ITER, w[tr])
-        blend_oof[te] = np.einsum("mnk,m->nk", oof[:, te], wf)
-    return ensemble_selection(oof, y, SELECTION_ITER, w), blend_oof
+    from concurrent.futures import ThreadPoolExecutor
+
+    true = oof[:, np.arange(n), y]  # only the true class's probability enters the search
+    fold_ids = list(np.unique(folds))
+    with ThreadPoolExecutor(max(1, int(n_jobs))) as pool:
+        searches = [pool.submit(selection_on_true_class, true[:, folds != f], SELECTION_ITER, w[folds != f])
+                    for f in fold_ids]
+        weights = selection_on_true_class(true, SELECTION_ITER, w)
+        blend_oof = np.zeros((n, k))
+        for f, search in zip(fold_ids, searches):
+            te = folds == f
+            blend_oof[te] = np.einsum("mnk,m->nk", oof[:, te], search.result())
+    return weights, blend_oof
 
 
 #: Rough relative cost of one fit per family, before the learning-rate scale below.
@@ -322,7 +332,10 @@ class Blend(Transform):
                     self.on_fold(next_fold, s)
                 next_fold += 1
 
-        weights, blend_oof = combine_members(oof, y, folds, w, self.combine)
+        from stacker.parallel import effective_n_jobs
+
+        jobs = 1 if self.scheduler else effective_n_jobs(self.n_jobs)
+        weights, blend_oof = combine_members(oof, y, folds, w, self.combine, n_jobs=jobs)
 
         self.classes_ = tuple(table.classes)
         self.models_ = tuple(table.models)

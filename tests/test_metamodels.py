@@ -194,6 +194,29 @@ def test_ensemble_selection_picks_the_best_model_first_and_is_normalised():
     assert w.sum() == pytest.approx(1.0) and w[0] < 0.5 and w[1] > 0  # ties go to the lower index
 
 
+def test_ensemble_selection_in_row_blocks_matches_the_direct_search(monkeypatch):
+    """The cache-sized row blocks and the dropped log(t) give the textbook greedy steps."""
+    from stacker.metamodels import selection
+
+    rng = np.random.default_rng(1)
+    m, n, k = 7, 500, 4
+    y = rng.integers(0, k, n)
+    probs = rng.dirichlet(np.full(k, 0.7), (m, n))
+    sw = rng.uniform(0.2, 3.0, n)
+
+    def direct(n_iter):
+        true, running, counts = probs[:, np.arange(n), y], np.zeros(n), np.zeros(m)
+        for t in range(1, n_iter + 1):
+            losses = [-(np.log(np.clip((running + true[j]) / t, 1e-15, None)) * sw).sum() for j in range(m)]
+            best = int(np.argmin(losses))
+            counts[best] += 1
+            running += true[best]
+        return counts / counts.sum()
+
+    monkeypatch.setattr(selection, "_BLOCK", 7 * 64)  # 64-row blocks, the last one partial
+    np.testing.assert_array_equal(ensemble_selection(probs, y, 30, sw), direct(30))
+
+
 def test_block_layout_mismatch_is_an_error():
     X, y, g = _data()
     with pytest.raises(ValueError, match="classes per block"):
