@@ -102,21 +102,28 @@ class FoldData(NamedTuple):
 def _dropout_keep(rngs: list[np.random.Generator], rows: list[int], width: int, rate: float):
     """Inverted-dropout multipliers ``(n_nets, max(rows), width)``, each network from its own stream.
 
-    16-bit draws from NumPy's PCG64 (0.75 ns each against 2 ns for torch's CPU
-    ``rand``, ``benchmarks/bench_fit_parts.py``); the keep probability is
-    ``1 - rate`` to within 2**-16.  Rows past a network's ``rows`` are padding.
+    Each keep/drop decision compares 16 bits of the network's PCG64 output (four
+    per raw 64-bit draw) with ``rate``, so the keep probability is ``1 - rate``
+    to within 2**-16; the comparison runs in NumPy and one multiply makes the
+    float multipliers (``benchmarks/bench_fit_parts.py`` times this against torch's
+    ``rand``).  Rows past a network's ``rows`` are padding (dropped).
     """
     import torch
 
-    threshold = int(round(rate * 65536)) - 32768
+    threshold = np.int16(int(round(rate * 65536)) - 32768)
     b = max(rows)
+
+    def draws(rng: np.random.Generator, r: int) -> np.ndarray:
+        n = r * width
+        return rng.bit_generator.random_raw((n + 3) // 4).view(np.int16)[:n].reshape(r, width)
+
     if min(rows) == b:
-        draws = np.stack([rng.integers(-32768, 32768, (b, width), dtype=np.int16) for rng in rngs])
+        bits = np.stack([draws(rng, b) for rng in rngs])
     else:
-        draws = np.full((len(rngs), b, width), -32768, dtype=np.int16)
+        bits = np.full((len(rngs), b, width), -32768, dtype=np.int16)
         for j, (rng, r) in enumerate(zip(rngs, rows)):
-            draws[j, :r] = rng.integers(-32768, 32768, (r, width), dtype=np.int16)
-    return (torch.from_numpy(draws) >= threshold).to(torch.float32).mul_(1.0 / (1.0 - rate))
+            bits[j, :r] = draws(rng, r)
+    return torch.from_numpy(bits >= threshold).mul(1.0 / (1.0 - rate))
 
 
 def _weighted_loss(z, t, sw, counts):
