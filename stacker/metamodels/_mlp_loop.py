@@ -2,10 +2,9 @@
 
 Keras 3's ``fit`` on the torch backend adds callbacks, metric trackers and the
 layer-call and optimizer machinery to every step: on one thread a 91-128-10
-network in batches of 256 took 287 ms per epoch under ``model.fit`` and 153 ms
-in this loop (``benchmarks/bench_fit_parts.py``), and the cost benchmark's 60
-Keras fits took 341 s here against 734 s for ``model.fit`` on two threads.  This loop runs the same
-computation on the model's own weights with plain tensors:
+network in batches of 256 took 279 ms per epoch under ``model.fit`` and
+189 ms in this loop (``benchmarks/bench_fit_parts.py``).  This loop runs
+the same computation on the model's own weights with plain tensors:
 
 * the initial weights are those Keras drew when it built the model;
 * the loss is Keras's: softmax probabilities clipped to ``[1e-7, 1 - 1e-7]``,
@@ -18,9 +17,17 @@ computation on the model's own weights with plain tensors:
 * ``EarlyStopping(patience, restore_best_weights=True)`` on the weighted
   validation loss, with Keras's counting rule, and the best weights restored.
 
-Only the random streams differ (shuffling and dropout draw from torch's
-generator, seeded).  The trained weights are written back into the Keras model,
-which is what is saved (``.keras``) and what predicts.
+Only the random streams differ (shuffling and dropout draw from a NumPy PCG64
+generator seeded per network).  The trained weights are written back into the
+Keras model, which is what is saved (``.keras``) and what predicts.
+
+:func:`fit_dense_stacks` trains several networks of one architecture at once,
+their parameters stacked on a leading axis (one batched matrix product per
+layer and step), each on its own rows and its own stream: a Blend member's five
+fold networks pay the per-operation overhead of one.  The default recipe's 12
+Keras members on 5 folds of the cost benchmark's 50,000 rows took 231 s one
+network at a time and 164 s batched, with the same epochs and the same fold
+log losses (``benchmarks/bench_fit_parts.py``).
 """
 
 from __future__ import annotations
@@ -47,9 +54,10 @@ def _exp_linear():
 
     torch's CPU ``elu``/``selu`` kernels go through a scalar ``expm1``, slow
     enough to be a large part of a small network's step: forward and backward
-    on 512 x 60 took 345 us with ``F.elu`` and 207 us with this function
-    (``benchmarks/bench_fit_parts.py``).  ``exp(min(x, 0)) - 1`` differs from ``expm1`` by under
-    1e-7 in absolute terms, and the backward pass reuses the forward output.
+    on 512 x 60 took 337 us with ``F.elu`` and 97 us with this function
+    (``benchmarks/bench_fit_parts.py``).  ``exp(min(x, 0)) - 1`` differs from
+    ``expm1`` by under 1e-7 in absolute terms, and the backward pass reuses
+    ``exp(min(x, 0))`` from the forward one.
     """
     import torch
 
@@ -105,8 +113,9 @@ def _dropout_keep(rngs: list[np.random.Generator], rows: list[int], width: int, 
     Each keep/drop decision compares 16 bits of the network's PCG64 output (four
     per raw 64-bit draw) with ``rate``, so the keep probability is ``1 - rate``
     to within 2**-16; the comparison runs in NumPy and one multiply makes the
-    float multipliers (``benchmarks/bench_fit_parts.py`` times this against torch's
-    ``rand``).  Rows past a network's ``rows`` are padding (dropped).
+    float multipliers: 227 us for 5 x 512 x 94 against 651 us from
+    torch's ``rand`` (``benchmarks/bench_fit_parts.py``).  Rows past a network's
+    ``rows`` are padding (dropped).
     """
     import torch
 
@@ -131,7 +140,9 @@ def _weighted_loss(z, t, sw, counts):
 
     ``z`` is ``(n_nets, batch, k)``; the softmax runs on the transposed
     ``(n_nets, k, batch)`` copy because torch's CPU softmax over a short last
-    axis is about 4x slower, forward and backward, than over a middle one.
+    axis is slow: with the log-likelihood, forward and backward on 5 x 512 x 10,
+    474 us over the last axis and 82 us transposed
+    (``benchmarks/bench_fit_parts.py``).
     Returns ``(n_nets,)``; a network with ``counts == 0`` gets 0.
     """
     import torch
@@ -199,11 +210,12 @@ def fit_dense_stacks(
     final: list[list[Any] | None] = [None] * n_nets
     buffers = None
 
-    def forward(h, keep_masks=None):
+    def forward(h, rows: list[int] | None = None):
+        """Logits of the stacked networks; ``rows``: each network's real rows, to draw dropout for."""
         for i in range(n_layers - 1):
             h = act(torch.baddbmm(params[2 * i + 1], h, params[2 * i]))
-            if keep_masks is not None:
-                h = h * keep_masks(h.shape[-1])
+            if rows is not None:
+                h = h * _dropout_keep([rngs[f] for f in active], rows, h.shape[-1], float(dropout))
         return torch.baddbmm(params[-1], h, params[-2])
 
     def update(rows: list[int]) -> None:
@@ -248,13 +260,7 @@ def fit_dense_stacks(
             hi = min(lo + bs, int(na.max()))
             counts = np.clip(na - lo, 0, hi - lo)
             stepping = [j for j in range(len(active)) if counts[j] > 0]
-            if dropout > 0:
-                def keep_masks(width: int) -> Any:
-                    return _dropout_keep([rngs[f] for f in active], [max(int(c), 0) for c in counts], width,
-                                         float(dropout))
-            else:
-                keep_masks = None
-            z = forward(Xe[:, lo:hi], keep_masks)
+            z = forward(Xe[:, lo:hi], [int(c) for c in counts] if dropout > 0 else None)
             loss = _weighted_loss(z, ye[:, lo:hi], we[:, lo:hi], torch.from_numpy(counts.astype(np.float32))).sum()
             for p in params:
                 p.grad = None

@@ -41,9 +41,10 @@ class KerasMLPClassifier(MetaModel):
     repeats ``model.fit``'s computation (initial weights, loss reduction, Adam /
     Nesterov SGD updates, early stopping; see
     :mod:`stacker.metamodels._mlp_loop`) without Keras's per-step overhead
-    (153 against 287 ms per epoch on one thread for a 91-128-10 network,
-    ``benchmarks/bench_fit_parts.py``);
-    ``trainer="keras"`` calls ``model.fit`` itself.
+    (189 against 279 ms per epoch on one thread for a 91-128-10
+    network, ``benchmarks/bench_fit_parts.py``); ``trainer="keras"`` calls
+    ``model.fit`` itself.  :meth:`fit_many` trains several networks of one
+    architecture (a Blend member's fold models) as one batched stack.
 
     Parameters
     ----------
