@@ -39,7 +39,7 @@ import numpy as np
 
 from stacker.errors import ConfigError
 
-__all__ = ["fit_dense_stack", "fit_dense_stacks", "FoldData", "EPSILON"]
+__all__ = ["fit_dense_stacks", "FoldData", "EPSILON"]
 
 #: Keras's fuzz factor: probability clipping in the loss, Adam's epsilon.
 EPSILON = 1e-7
@@ -195,6 +195,13 @@ def fit_dense_stacks(
     w = [torch.from_numpy(np.asarray(d.w, dtype=np.float32)) for d in data]
     n = np.array([len(d.X) for d in data])
     validating = [d.X_val is not None and len(d.X_val) > 0 and patience > 0 for d in data]
+    val = [
+        (torch.from_numpy(np.ascontiguousarray(d.X_val, dtype=np.float32))[None],
+         torch.from_numpy(np.asarray(d.y_val, dtype=np.int64))[None],
+         torch.from_numpy(np.asarray(d.w_val, dtype=np.float32))[None],
+         torch.tensor([float(len(d.X_val))])) if v else None
+        for d, v in zip(data, validating)
+    ]
 
     # Stacked parameters: W (nets, in, out), b (nets, 1, out); optimizer slots alike.
     params = []
@@ -210,13 +217,13 @@ def fit_dense_stacks(
     final: list[list[Any] | None] = [None] * n_nets
     buffers = None
 
-    def forward(h, rows: list[int] | None = None):
-        """Logits of the stacked networks; ``rows``: each network's real rows, to draw dropout for."""
+    def forward(ps, h, rows: list[int] | None = None):
+        """Logits of the networks stacked in ``ps``; ``rows``: each network's real rows, to draw dropout for."""
         for i in range(n_layers - 1):
-            h = act(torch.baddbmm(params[2 * i + 1], h, params[2 * i]))
+            h = act(torch.baddbmm(ps[2 * i + 1], h, ps[2 * i]))
             if rows is not None:
                 h = h * _dropout_keep([rngs[f] for f in active], rows, h.shape[-1], float(dropout))
-        return torch.baddbmm(params[-1], h, params[-2])
+        return torch.baddbmm(ps[-1], h, ps[-2])
 
     def update(rows: list[int]) -> None:
         """One optimizer step for the stacked rows ``rows`` (all of them, normally)."""
@@ -260,7 +267,7 @@ def fit_dense_stacks(
             hi = min(lo + bs, int(na.max()))
             counts = np.clip(na - lo, 0, hi - lo)
             stepping = [j for j in range(len(active)) if counts[j] > 0]
-            z = forward(Xe[:, lo:hi], [int(c) for c in counts] if dropout > 0 else None)
+            z = forward(params, Xe[:, lo:hi], [int(c) for c in counts] if dropout > 0 else None)
             loss = _weighted_loss(z, ye[:, lo:hi], we[:, lo:hi], torch.from_numpy(counts.astype(np.float32))).sum()
             for p in params:
                 p.grad = None
@@ -273,18 +280,9 @@ def fit_dense_stacks(
             if not validating[f]:
                 left.append(j)
                 continue
-            d = data[f]
+            Xv, yv, wv, nv = val[f]
             with torch.no_grad():
-                sl = [p[j : j + 1] for p in params]
-                h = torch.from_numpy(np.ascontiguousarray(d.X_val, dtype=np.float32))[None]
-                for i in range(n_layers - 1):
-                    h = act(torch.baddbmm(sl[2 * i + 1], h, sl[2 * i]))
-                z = torch.baddbmm(sl[-1], h, sl[-2])
-                current = float(_weighted_loss(
-                    z, torch.from_numpy(np.asarray(d.y_val, dtype=np.int64))[None],
-                    torch.from_numpy(np.asarray(d.w_val, dtype=np.float32))[None],
-                    torch.tensor([float(len(d.X_val))]),
-                )[0])
+                current = float(_weighted_loss(forward([p[j : j + 1] for p in params], Xv), yv, wv, nv)[0])
             # Keras's EarlyStopping: the wait grows every epoch and resets on a strict improvement.
             if best[f] is None:
                 best[f] = [p[j].detach().clone() for p in params]
@@ -313,28 +311,3 @@ def fit_dense_stacks(
         out.append(([a if i % 2 == 0 else a.reshape(-1) for i, a in enumerate(arrays)], int(ran[f])))
     return out
 
-
-def fit_dense_stack(
-    weights: list[np.ndarray],
-    *,
-    activation: str,
-    dropout: float,
-    optimizer: str,
-    learning_rate: float,
-    X: np.ndarray,
-    y: np.ndarray,
-    w: np.ndarray,
-    X_val: np.ndarray | None,
-    y_val: np.ndarray | None,
-    w_val: np.ndarray | None,
-    batch_size: int,
-    epochs: int,
-    patience: int,
-    seed: int,
-) -> tuple[list[np.ndarray], int]:
-    """Train one network: :func:`fit_dense_stacks` with a single entry."""
-    return fit_dense_stacks(
-        [weights], [FoldData(X, y, w, X_val, y_val, w_val)], activation=activation, dropout=dropout,
-        optimizer=optimizer, learning_rate=learning_rate, batch_size=batch_size, epochs=epochs,
-        patience=patience, seeds=[seed],
-    )[0]

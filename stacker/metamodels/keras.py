@@ -143,25 +143,20 @@ class KerasMLPClassifier(MetaModel):
     def _fit(self, X, y, w, groups) -> None:
         model, d = self._prepare(X, y, w, groups)
         if self.trainer == "torch":
-            from stacker.metamodels._mlp_loop import fit_dense_stacks
-
-            [(weights, self.n_iter_)] = fit_dense_stacks(
-                [model.get_weights()], [d], seeds=[self._seed()], **self._loop_settings()
-            )
-            model.set_weights(weights)
-        else:
-            keras = import_keras()
-            fit_kw = {}
-            if d.X_val is not None:
-                fit_kw["validation_data"] = (d.X_val, d.y_val, d.w_val)
-                fit_kw["callbacks"] = [
-                    keras.callbacks.EarlyStopping(patience=int(self.patience), restore_best_weights=True)
-                ]
-            hist = model.fit(
-                d.X, d.y, sample_weight=d.w, batch_size=int(self.batch_size),
-                epochs=int(self.epochs), shuffle=True, verbose=0, **fit_kw,
-            )
-            self.n_iter_ = len(hist.history.get("loss", []))
+            self._train_stack([self], [model], [d])
+            return
+        keras = import_keras()
+        fit_kw = {}
+        if d.X_val is not None:
+            fit_kw["validation_data"] = (d.X_val, d.y_val, d.w_val)
+            fit_kw["callbacks"] = [
+                keras.callbacks.EarlyStopping(patience=int(self.patience), restore_best_weights=True)
+            ]
+        hist = model.fit(
+            d.X, d.y, sample_weight=d.w, batch_size=int(self.batch_size),
+            epochs=int(self.epochs), shuffle=True, verbose=0, **fit_kw,
+        )
+        self.n_iter_ = len(hist.history.get("loss", []))
         self.model_ = model
 
     @classmethod
@@ -178,19 +173,24 @@ class KerasMLPClassifier(MetaModel):
         if (len(estimators) < 2 or len(estimators) != len(datasets) or any(s != settings[0] for s in settings)
                 or settings[0]["trainer"] != "torch" or any(type(e) is not cls for e in estimators)):
             return super().fit_many(estimators, datasets)
-        from stacker.metamodels._mlp_loop import fit_dense_stacks
-
         models, data = [], []
         for est, (X, y, sw, g) in zip(estimators, datasets):
             model, d = est._prepare(*est._fit_input(X, y, sw, g))
             models.append(model)
             data.append(d)
+        cls._train_stack(estimators, models, data)
+        return list(estimators)
+
+    @staticmethod
+    def _train_stack(estimators, models, data) -> None:
+        """Train the built ``models`` on ``data`` with the torch loop, as one stack; set each estimator's model."""
+        from stacker.metamodels._mlp_loop import fit_dense_stacks
+
         results = fit_dense_stacks([m.get_weights() for m in models], data,
                                    seeds=[e._seed() for e in estimators], **estimators[0]._loop_settings())
         for est, model, (weights, n_iter) in zip(estimators, models, results):
             model.set_weights(weights)
             est.model_, est.n_iter_ = model, n_iter
-        return list(estimators)
 
     def _predict_proba(self, X):
         Z = ((X - self.mean_) / self.scale_).astype(np.float32)
