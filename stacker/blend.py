@@ -27,6 +27,7 @@ each member's fold models in their native formats; no pickle.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,11 @@ from stacker import metrics
 from stacker._io import jsonable
 from stacker.base import Transform, register
 from stacker.errors import BundleError, ConfigError, LabelError
+from stacker.device import DEVICE_FAMILIES, check_device
 from stacker.features import FeatureSpec
 from stacker.metamodels import BLOCK_FAMILIES
 from stacker.metamodels.selection import selection_on_true_class
+from stacker.planner import CostModel, Planner, Work, check_time_limit
 from stacker.recipe import MemberSpec, Recipe
 from stacker.table import FOLD, LABEL, VIEW, PredictionTable
 
@@ -187,14 +190,25 @@ class Blend(Transform):
     on_fold : callable or None
         ``on_fold(fold, scores)`` is called as each fold completes, in fold
         order, with the equal-weight blend's ``{"accuracy", "log_loss"}`` on that
-        fold; raising from it (e.g. ``optuna.TrialPruned``) stops the fit.
+        fold; raising from it (e.g. ``optuna.TrialPruned``) stops the fit.  Under
+        a time limit a fold completes only once every member is decided.
+    time_limit : float or None
+        Seconds for the whole fit (:mod:`stacker.planner`): members are admitted,
+        with all their folds, in the order of expected gain per second while a
+        calibrated cost model expects them to end within the budget; the rest
+        are skipped and listed in :attr:`plan_`.  None falls back to the recipe's
+        ``time_limit`` (the ``default`` recipe has one); ``math.inf``: no budget.
+    device : {"cpu", "cuda", "cuda:N"}, default "cpu"
+        Where the XGBoost, LightGBM and Keras members train (:mod:`stacker.device`);
+        a ConfigError when CUDA is asked for and absent.
 
     Attributes
     ----------
     classes_, models_ : tuple of str
         Class order and level-1 models the Blend was fitted on.
     members_ : list of MemberSpec
-        The sampled members.
+        The fitted members (under a time limit, the sampled members that were
+        fitted on every fold).
     weights_ : ndarray of shape (n_members,)
         Member weights (sum to 1).
     folds_ : ndarray of shape (n_rows,)
@@ -206,6 +220,14 @@ class Blend(Transform):
         Wall seconds of each member's fit on each fold (with prediction and
         serialisation); a member whose folds were trained together (Keras) has
         its task's time split evenly over its folds.
+    plan_ : dict
+        What the planner did: ``time_limit``, ``seconds`` (the whole fit),
+        ``fitted`` and ``skipped`` members (name, family, reason, expected
+        seconds), ``overruns`` (fits that ended past the budget), ``forced`` (the
+        member fitted although the budget was too small for it) and the cost
+        model's ``cost_factors`` (observed / predicted seconds by family).
+    time_limit_ : float or None
+        The budget in force (the parameter's, else the recipe's).
     scores_ : dict
         ``{"blend": ..., "members": {name: ...}, "folds": [...]}``: accuracy,
         log loss and per-class accuracy, each on all, unaltered and manipulated rows.
@@ -224,6 +246,8 @@ class Blend(Transform):
         progress: bool = False,
         on_fold: Callable[[int, dict[str, float]], Any] | None = None,
         tta_power: float | None = None,
+        time_limit: float | None = None,
+        device: str = "cpu",
     ) -> None:
         self.recipe = recipe
         self.class_weight = class_weight
@@ -236,6 +260,8 @@ class Blend(Transform):
         self.progress = progress
         self.on_fold = on_fold
         self.tta_power = tta_power
+        self.time_limit = time_limit
+        self.device = device
 
     # ------------------------------------------------------------------ fitting
     def _check_labels(self, table: PredictionTable) -> np.ndarray:
@@ -252,16 +278,47 @@ class Blend(Transform):
             )
         return y
 
+    def _planner(self, members: list[MemberSpec], spec: FeatureSpec, X: np.ndarray, table: PredictionTable,
+                 train_rows: list[np.ndarray], started: float) -> Planner:
+        """The task planner: every task in the scheduling order below, or within ``time_limit_``."""
+        from stacker.parallel import effective_n_jobs
+
+        n_folds = len(train_rows)
+        joint = {fam for fam in {m.family for m in members} if _fits_jointly(fam)}
+        member_tasks = [[list(range(n_folds))] if m.family in joint else [[f] for f in range(n_folds)]
+                        for m in members]
+        # Without a budget: a family that trains a member's fold models together (the Keras MLP batches
+        # them into one network) gets one task per member, queued first: they are the longest tasks.  The
+        # rest run fold-major, so early folds finish first and on_fold can prune a trial early; within a
+        # fold the likely-longest fits go first, so the run does not end on one long fit and an idle core.
+        # With a budget the planner orders members by expected gain per second instead.
+        by_cost = sorted(range(len(members)), key=lambda i: _expected_cost(members[i]), reverse=True)
+        order = [(mi, list(range(n_folds))) for mi in by_cost if members[mi].family in joint]
+        order += [(mi, [f]) for f in range(n_folds) for mi in by_cost if members[mi].family not in joint]
+        work = Work(int(np.mean([len(r) for r in train_rows])), X.shape[1], table.n_classes, len(table.models))
+        return Planner(
+            [(m.name, m.family, self._member_kwargs(m, spec), member_tasks[i]) for i, m in enumerate(members)],
+            CostModel(work), effective_n_jobs(self.n_jobs), self.time_limit_, order=order, n_folds=n_folds,
+            start=started,
+        )
+
     def _member_kwargs(self, m: MemberSpec, spec: FeatureSpec) -> dict[str, Any]:
         params = dict(m.params)
         if m.family in BLOCK_FAMILIES:
             params.update(layout=list(spec.layout), input=spec.kind)
+        if self.device != "cpu" and m.family in DEVICE_FAMILIES:
+            params["device"] = self.device
         return params
 
     def fit(self, table: PredictionTable) -> Blend:
+        started = time.monotonic()
         if self.combine not in COMBINE_RULES:
             raise ConfigError(f"combine must be one of {COMBINE_RULES}, got {self.combine!r}")
         recipe = Recipe.coerce(self.recipe)
+        limit = check_time_limit(self.time_limit)  # typed error for 0, negative, NaN, strings
+        check_device(self.device)
+        # An explicit limit wins over the recipe's; inf means no budget even if the recipe has one.
+        self.time_limit_ = limit if self.time_limit is not None else recipe.time_limit
         self.tta_power_ = self.tta_power if self.tta_power is not None else recipe.tta_power
         table = self._aggregate(table)
         y = self._check_labels(table)
@@ -280,62 +337,66 @@ class Blend(Transform):
         n, k, n_folds = len(y), table.n_classes, int(self.n_folds)
         fold_rows = [np.flatnonzero(folds == f) for f in range(n_folds)]
         train_rows = [np.flatnonzero(folds != f) for f in range(n_folds)]
+        planner = self._planner(members, spec, X, table, train_rows, started)
 
-        # A family that trains a member's fold models together (the Keras MLP batches them into one
-        # network) gets one task per member, queued first: they are the longest tasks.  The rest run
-        # fold-major, so early folds finish first and on_fold can prune a trial early; within a fold
-        # the likely-longest fits go first, so the run does not end on one long fit and an idle core.
-        by_cost = sorted(range(len(members)), key=lambda i: _expected_cost(members[i]), reverse=True)
-        joint = {fam for fam in {m.family for m in members} if _fits_jointly(fam)}
-        tasks: list[dict[str, Any]] = []
-        where: list[tuple[int, list[int]]] = []
+        def tasks():
+            while (t := planner.next_task()) is not None:
+                m = members[t.member]
+                yield t.index, {
+                    "family": m.family, "params": t.params, "seeds": [_task_seed(m.seed, f) for f in t.folds],
+                    "train": [train_rows[f] for f in t.folds], "valid": [fold_rows[f] for f in t.folds],
+                }
 
-        def add(mi: int, fs: list[int]) -> None:
-            m = members[mi]
-            tasks.append({
-                "family": m.family, "params": self._member_kwargs(m, spec),
-                "seeds": [_task_seed(m.seed, f) for f in fs],
-                "train": [train_rows[f] for f in fs], "valid": [fold_rows[f] for f in fs],
-            })
-            where.append((mi, fs))
-
-        for mi in by_cost:
-            if members[mi].family in joint:
-                add(mi, list(range(n_folds)))
-        for f in range(n_folds):
-            for mi in by_cost:
-                if members[mi].family not in joint:
-                    add(mi, [f])
         from stacker.parallel import fit_member_folds, run_tasks
 
         oof = np.zeros((len(members), n, k))
         states: list[list[Any]] = [[None] * n_folds for _ in members]
         seconds = np.zeros((len(members), n_folds))
-        left = [len(members)] * n_folds
-        next_fold, fold_scores = 0, []
+        done: list[set[int]] = [set() for _ in members]
+        fold_scores: list[dict[str, float]] = []
+
+        def score_folds() -> None:
+            # A fold is scored once every member that will be in the blend has fitted it.
+            while len(fold_scores) < n_folds and planner.settled:
+                f, live = len(fold_scores), planner.live()
+                if not all(f in done[mi] for mi in live):
+                    return
+                p = oof[live][:, fold_rows[f]].mean(axis=0)
+                yf = y[fold_rows[f]]
+                fold_scores.append({"accuracy": metrics.accuracy(yf, p), "log_loss": metrics.log_loss(yf, p)})
+                if self.on_fold is not None:
+                    self.on_fold(f, fold_scores[-1])
+
         shared = {"X": X, "y": y, "w": w, "groups": groups,
                   "preload": tuple(sorted({m.family for m in members}))}
-        for i, res in run_tasks(fit_member_folds, tasks, shared, n_jobs=self.n_jobs,
-                                scheduler=self.scheduler, progress=self.progress, desc="blend fits"):
-            mi, fs = where[i]
-            for f, r in zip(fs, res["folds"]):
-                oof[mi, fold_rows[f]] = r["proba"]
-                states[mi][f] = (r["model"], r["sidecar"])
-                seconds[mi, f] = res["seconds"] / len(fs)
-                left[f] -= 1
-            while next_fold < n_folds and left[next_fold] == 0:
-                rows = fold_rows[next_fold]
-                p = oof[:, rows].mean(axis=0)
-                s = {"accuracy": metrics.accuracy(y[rows], p), "log_loss": metrics.log_loss(y[rows], p)}
-                fold_scores.append(s)
-                if self.on_fold is not None:
-                    self.on_fold(next_fold, s)
-                next_fold += 1
+        bar = _ProgressBar(self.progress, planner)
+        try:
+            for ti, res in run_tasks(fit_member_folds, tasks(), shared, n_jobs=self.n_jobs,
+                                     scheduler=self.scheduler):
+                t = planner.task(ti)
+                planner.task_done(t, res["seconds"])
+                for f, r in zip(t.folds, res["folds"]):
+                    oof[t.member, fold_rows[f]] = r["proba"]
+                    states[t.member][f] = (r["model"], r["sidecar"])
+                    seconds[t.member, f] = res["seconds"] / len(t.folds)
+                    done[t.member].add(f)
+                bar.step(len(t.folds))
+                score_folds()
+        finally:
+            bar.close()
+        score_folds()  # under a budget the last members are decided after the last fit
+        plan = planner.summary()
+        fitted = [mi for mi in range(len(members)) if planner.complete(mi)]
+        members = [members[mi] for mi in fitted]
+        oof, seconds = oof[fitted], seconds[fitted]
+        states = [states[mi] for mi in fitted]
 
         from stacker.parallel import effective_n_jobs
 
         jobs = 1 if self.scheduler else effective_n_jobs(self.n_jobs)
         weights, blend_oof = combine_members(oof, y, folds, w, self.combine, n_jobs=jobs)
+        plan["seconds"] = round(time.monotonic() - started, 3)
+        self.plan_ = plan
 
         self.classes_ = tuple(table.classes)
         self.models_ = tuple(table.models)
@@ -448,6 +509,7 @@ class Blend(Transform):
                 self.level1_correlation_.tolist() if hasattr(self, "level1_correlation_") else None
             ),
             "oof": self._write_oof(Path(directory)),
+            "plan": jsonable(getattr(self, "plan_", None)),
         }
 
     def _write_oof(self, directory: Path) -> dict[str, Any] | None:
@@ -476,6 +538,9 @@ class Blend(Transform):
             blend.weights_ = np.asarray(state["weights"], dtype=np.float64)
             blend.members_, blend._states = read_members(Path(directory), state["members"])
             blend.scores_ = state.get("scores", {})
+            blend.plan_ = state.get("plan") or {}
+            tl = params.get("time_limit")
+            blend.time_limit_ = blend.plan_.get("time_limit", tl if tl is not None else blend.recipe_.time_limit)
             if state.get("level1_correlation") is not None:
                 blend.level1_correlation_ = np.asarray(state["level1_correlation"], dtype=np.float64)
         except (KeyError, TypeError, ValueError) as exc:
@@ -501,6 +566,33 @@ class Blend(Transform):
         from stacker.bundle import load_bundle
 
         return load_bundle(path)
+
+
+class _ProgressBar:
+    """``member-folds done / planned [elapsed, ETA]``, the plan and ETA from the planner's forecast."""
+
+    def __init__(self, enabled: bool, planner: Planner) -> None:
+        self.planner = planner
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            planned, eta = planner.forecast()
+            self.bar = tqdm(total=planned, desc="blend", leave=False,
+                            bar_format="{desc}: {n}/{total} member-folds [{elapsed}{postfix}]")
+            self.bar.set_postfix_str(f"ETA {eta:.0f} s", refresh=False)
+
+    def step(self, n_folds: int) -> None:
+        if self.bar is None:
+            return
+        planned, eta = self.planner.forecast()
+        self.bar.total = max(planned, self.bar.n + n_folds)
+        self.bar.set_postfix_str(f"ETA {eta:.0f} s", refresh=False)
+        self.bar.update(n_folds)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _grouped_folds(table: PredictionTable, y: np.ndarray, n_folds: int, seed: int) -> np.ndarray:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -62,15 +62,16 @@ def fit_member_folds(
     dict
         ``folds``: per fold a dict of ``proba`` (n_valid, n_classes) out-of-fold
         probabilities, ``model`` (native bytes) and ``sidecar`` (JSON-able dict);
-        ``seconds``: wall time of the whole task.
+        ``seconds``: wall time of the task's fits, predictions and serialisation
+        (not of the first task's imports).
     """
     from stacker.metamodels import get_family
 
-    t0 = time.perf_counter()
     for name in preload:
         get_family(name)  # imports Keras (and torch) for "keras"
         if name in ("xgboost", "lightgbm"):
             importlib.import_module(name)
+    t0 = time.perf_counter()  # after the imports: the planner's cost model calibrates on the fits alone
     cls = get_family(family)
     out = []
     with _limit_threads(family):
@@ -89,50 +90,45 @@ def effective_n_jobs(n_jobs: int | None) -> int:
     return int(_eff(-1 if n_jobs is None else n_jobs))
 
 
-def _call(index: int, fn: Callable[..., Any], kwargs: dict[str, Any], shared: dict[str, Any]) -> tuple[int, Any]:
-    return index, fn(**kwargs, **shared)
+def _call(key: Any, fn: Callable[..., Any], kwargs: dict[str, Any], shared: dict[str, Any]) -> tuple[Any, Any]:
+    return key, fn(**kwargs, **shared)
 
 
 def run_tasks(
     fn: Callable[..., Any],
-    tasks: Sequence[dict[str, Any]],
+    tasks: Iterable[tuple[Any, dict[str, Any]]],
     shared: dict[str, Any],
     *,
     n_jobs: int | None = -1,
     scheduler: str | None = None,
-    progress: bool = False,
-    desc: str = "fits",
-) -> Iterator[tuple[int, Any]]:
-    """Yield ``(task index, fn(**task, **shared))`` as tasks complete, in any order.
+) -> Iterator[tuple[Any, Any]]:
+    """Yield ``(key, fn(**kwargs, **shared))`` for each ``(key, kwargs)`` of ``tasks``, as they complete.
 
-    ``shared`` holds the large arrays every task reads: joblib memory-maps them
-    into its workers, Dask scatters them once to every worker.  With
-    ``scheduler`` (a ``tcp://host:port`` address) the tasks run on that Dask
-    cluster; otherwise on ``n_jobs`` local processes (1: in this process).
-    Closing the iterator early (e.g. a pruning callback raised) abandons the
-    remaining tasks.
+    ``tasks`` is consumed lazily, one item each time a worker is free (the
+    budget planner decides what to start at that moment); no more than the
+    number of workers are ever queued.  ``shared`` holds the large arrays every
+    task reads: joblib memory-maps them into its workers, Dask scatters them
+    once to every worker.  With ``scheduler`` (a ``tcp://host:port`` address)
+    the tasks run on that Dask cluster; otherwise on ``n_jobs`` local processes
+    (1: in this process).  Closing the iterator early (e.g. a pruning callback
+    raised) abandons the tasks not yet started.
     """
-    from tqdm.auto import tqdm
+    if scheduler:
+        yield from _run_dask(fn, tasks, shared, scheduler)
+    elif effective_n_jobs(n_jobs) == 1:
+        for key, kwargs in tasks:
+            yield _call(key, fn, kwargs, shared)
+    else:
+        from joblib import Parallel, delayed
 
-    bar = tqdm(total=len(tasks), desc=desc, disable=not progress, leave=False)
-    try:
-        if scheduler:
-            gen = _run_dask(fn, tasks, shared, scheduler)
-        elif effective_n_jobs(n_jobs) == 1 or len(tasks) <= 1:
-            gen = (_call(i, fn, t, shared) for i, t in enumerate(tasks))
-        else:
-            from joblib import Parallel, delayed
-
-            par = Parallel(n_jobs=n_jobs, return_as="generator_unordered", max_nbytes="1M")
-            gen = par(delayed(_call)(i, fn, t, shared) for i, t in enumerate(tasks))
-        for item in gen:
-            bar.update(1)
-            yield item
-    finally:
-        bar.close()
+        # batch_size=1 and pre_dispatch=n_jobs: a task is taken from the iterator only when a
+        # worker frees, so the planner's decision uses the clock and calibration of that moment.
+        par = Parallel(n_jobs=n_jobs, return_as="generator_unordered", max_nbytes="1M",
+                       batch_size=1, pre_dispatch="n_jobs")
+        yield from par(delayed(_call)(key, fn, kw, shared) for key, kw in tasks)
 
 
-def _run_dask(fn, tasks, shared, scheduler: str) -> Iterator[tuple[int, Any]]:
+def _run_dask(fn, tasks, shared, scheduler: str) -> Iterator[tuple[Any, Any]]:
     try:
         from distributed import Client, as_completed
     except ImportError as exc:
@@ -143,12 +139,26 @@ def _run_dask(fn, tasks, shared, scheduler: str) -> Iterator[tuple[int, Any]]:
         raise ConfigError(f"cannot reach the Dask scheduler at {scheduler!r} ({exc})") from None
     try:
         remote = {k: client.scatter(v, broadcast=True) for k, v in shared.items()}
-        futures = [client.submit(_call, i, fn, t, remote, pure=False) for i, t in enumerate(tasks)]
+        slots = max(1, sum(client.nthreads().values()))
+        pending = iter(tasks)
+        # The client is not the default one, so as_completed needs its loop.
+        running = as_completed([], loop=client.loop)
+        submitted = []
+
+        def submit_one() -> None:
+            for key, kw in pending:
+                fut = client.submit(_call, key, fn, kw, remote, pure=False)
+                submitted.append(fut)
+                running.add(fut)
+                return
+
+        for _ in range(slots):
+            submit_one()
         try:
-            # The client is not the default one, so as_completed needs its loop.
-            for fut in as_completed(futures, loop=client.loop):
+            for fut in running:
                 yield fut.result()
+                submit_one()  # after the caller has recorded the result
         finally:
-            client.cancel(futures)
+            client.cancel(submitted)
     finally:
         client.close()

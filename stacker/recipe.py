@@ -145,10 +145,12 @@ class Recipe:
     description: str = ""
     #: Blend-wide settings a tuned recipe carries (``stacker tune`` writes them): per-class
     #: weights (the Blend's default ``class_weight``), the TTA power-mean exponent and the
-    #: post-processing choice.  None: not set.
+    #: post-processing choice; and the time budget of a fit.  None: not set.
     class_weight: dict[str, float] | None = None
     tta_power: float | None = None
     postprocess: str | None = None
+    #: Seconds for a whole Blend fit (:mod:`stacker.planner`); None: no budget.
+    time_limit: float | None = None
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -272,7 +274,7 @@ def _crc(text: str) -> int:
     return zlib.crc32(text.encode())
 
 
-_SETTINGS = ("class_weight", "tta_power", "postprocess")
+_SETTINGS = ("class_weight", "tta_power", "postprocess", "time_limit")
 _POSTPROCESS = ("none", "hungarian", "greedy", "sinkhorn")
 
 
@@ -289,6 +291,10 @@ def _check_settings(d: dict[str, Any], where: str) -> dict[str, Any]:
         if not _is_num(p) or not np.isfinite(p):
             raise ConfigError(f"{where}: tta_power must be a finite number, got {p!r}")
         out["tta_power"] = float(p)
+    if d.get("time_limit") is not None:
+        from stacker.planner import check_time_limit
+
+        out["time_limit"] = check_time_limit(d["time_limit"], f"{where}: time_limit")
     post = d.get("postprocess")
     if post is not None:
         if post not in _POSTPROCESS:
