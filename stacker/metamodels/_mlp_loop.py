@@ -164,6 +164,7 @@ def fit_dense_stacks(
     epochs: int,
     patience: int,
     seeds: Sequence[int],
+    device: str = "cpu",
 ) -> list[tuple[list[np.ndarray], int]]:
     """Train several networks of one architecture side by side, each on its own data.
 
@@ -176,6 +177,9 @@ def fit_dense_stacks(
     trajectory (own batches, own Adam step count, own early stopping, after
     which it leaves the stack), so the result for network ``j`` does not depend
     on the others, up to float rounding.
+
+    ``device`` is the torch device the stack trains on (``"cuda"`` on a GPU);
+    the random streams stay in NumPy, so a seed draws the same batches anywhere.
 
     Returns, per network, its trained (best, when validating) weights in the
     same layout and the number of epochs it ran.
@@ -190,16 +194,21 @@ def fit_dense_stacks(
     n_nets, n_layers = len(weights), len(weights[0]) // 2
     bs, lr = max(1, int(batch_size)), float(learning_rate)
     rngs = [np.random.default_rng(int(s)) for s in seeds]
-    X = [torch.from_numpy(np.ascontiguousarray(d.X, dtype=np.float32)) for d in data]
-    y = [torch.from_numpy(np.asarray(d.y, dtype=np.int64)) for d in data]
-    w = [torch.from_numpy(np.asarray(d.w, dtype=np.float32)) for d in data]
+    dev = torch.device(device)
+
+    def tensor(a: np.ndarray):
+        return torch.from_numpy(a).to(dev)  # no copy on the CPU
+
+    X = [tensor(np.ascontiguousarray(d.X, dtype=np.float32)) for d in data]
+    y = [tensor(np.asarray(d.y, dtype=np.int64)) for d in data]
+    w = [tensor(np.asarray(d.w, dtype=np.float32)) for d in data]
     n = np.array([len(d.X) for d in data])
     validating = [d.X_val is not None and len(d.X_val) > 0 and patience > 0 for d in data]
     val = [
-        (torch.from_numpy(np.ascontiguousarray(d.X_val, dtype=np.float32))[None],
-         torch.from_numpy(np.asarray(d.y_val, dtype=np.int64))[None],
-         torch.from_numpy(np.asarray(d.w_val, dtype=np.float32))[None],
-         torch.tensor([float(len(d.X_val))])) if v else None
+        (tensor(np.ascontiguousarray(d.X_val, dtype=np.float32))[None],
+         tensor(np.asarray(d.y_val, dtype=np.int64))[None],
+         tensor(np.asarray(d.w_val, dtype=np.float32))[None],
+         torch.tensor([float(len(d.X_val))], device=dev)) if v else None
         for d, v in zip(data, validating)
     ]
 
@@ -207,7 +216,7 @@ def fit_dense_stacks(
     params = []
     for i in range(2 * n_layers):
         a = np.stack([np.asarray(wt[i], dtype=np.float32) for wt in weights])
-        params.append(torch.tensor(a if i % 2 == 0 else a[:, None, :], requires_grad=True))
+        params.append(torch.tensor(a if i % 2 == 0 else a[:, None, :], requires_grad=True, device=dev))
     slots = [[torch.zeros_like(p) for p in params] for _ in range(2 if optimizer == "adam" else 1)]
     steps = np.zeros(n_nets)  # Adam's per-network step count
     active = list(range(n_nets))  # network index of each stacked row
@@ -222,7 +231,7 @@ def fit_dense_stacks(
         for i in range(n_layers - 1):
             h = act(torch.baddbmm(ps[2 * i + 1], h, ps[2 * i]))
             if rows is not None:
-                h = h * _dropout_keep([rngs[f] for f in active], rows, h.shape[-1], float(dropout))
+                h = h * _dropout_keep([rngs[f] for f in active], rows, h.shape[-1], float(dropout)).to(dev)
         return torch.baddbmm(ps[-1], h, ps[-2])
 
     def update(rows: list[int]) -> None:
@@ -231,7 +240,7 @@ def fit_dense_stacks(
             steps[[active[j] for j in rows]] += 1
             t = steps[[active[j] for j in rows]]
             alpha = lr * np.sqrt(1.0 - 0.999**t) / (1.0 - 0.9**t)
-            a = torch.tensor(alpha, dtype=torch.float32)[:, None, None]
+            a = torch.tensor(alpha, dtype=torch.float32, device=dev)[:, None, None]
             for p, m, v in zip(params, *slots):
                 pd, g, mm, vv = (p.data, p.grad, m, v) if len(rows) == len(active) else (
                     p.data[rows], p.grad[rows], m[rows], v[rows])
@@ -255,11 +264,12 @@ def fit_dense_stacks(
         na = n[active]
         if buffers is None:  # (re)allocated when networks leave the stack; padding rows stay zero
             width = max(int(na.max()), 1)
-            buffers = (torch.zeros(len(active), width, X[0].shape[1]),
-                       torch.zeros(len(active), width, dtype=torch.int64), torch.zeros(len(active), width))
+            buffers = (torch.zeros(len(active), width, X[0].shape[1], device=dev),
+                       torch.zeros(len(active), width, dtype=torch.int64, device=dev),
+                       torch.zeros(len(active), width, device=dev))
         Xe, ye, we = buffers
         for j, f in enumerate(active):  # one shuffled copy per epoch; batches are then slices
-            order = torch.from_numpy(rngs[f].permutation(int(n[f])))
+            order = tensor(rngs[f].permutation(int(n[f])))
             torch.index_select(X[f], 0, order, out=Xe[j, : n[f]])
             ye[j, : n[f]] = y[f][order]
             we[j, : n[f]] = w[f][order]
@@ -268,7 +278,7 @@ def fit_dense_stacks(
             counts = np.clip(na - lo, 0, hi - lo)
             stepping = [j for j in range(len(active)) if counts[j] > 0]
             z = forward(params, Xe[:, lo:hi], [int(c) for c in counts] if dropout > 0 else None)
-            loss = _weighted_loss(z, ye[:, lo:hi], we[:, lo:hi], torch.from_numpy(counts.astype(np.float32))).sum()
+            loss = _weighted_loss(z, ye[:, lo:hi], we[:, lo:hi], tensor(counts.astype(np.float32))).sum()
             for p in params:
                 p.grad = None
             loss.backward()
@@ -298,7 +308,7 @@ def fit_dense_stacks(
                 for j, f in enumerate(active):
                     if j not in left:
                         final[f] = best[f]
-                keep = torch.tensor(left, dtype=torch.int64)
+                keep = torch.tensor(left, dtype=torch.int64, device=dev)
                 params = [p.detach()[keep].clone().requires_grad_() for p in params]
                 slots = [[s[keep].clone() for s in group] for group in slots]
             active = [active[j] for j in left]
@@ -307,7 +317,7 @@ def fit_dense_stacks(
         final[f] = best[f] if best[f] is not None else [p[j].detach() for p in params]
     out = []
     for f in range(n_nets):
-        arrays = [t.numpy().copy() for t in final[f]]  # type: ignore[union-attr]
+        arrays = [t.cpu().numpy().copy() for t in final[f]]  # type: ignore[union-attr]
         out.append(([a if i % 2 == 0 else a.reshape(-1) for i, a in enumerate(arrays)], int(ran[f])))
     return out
 

@@ -63,6 +63,8 @@ class KerasMLPClassifier(MetaModel):
         The lean loop or Keras's own ``fit``.  Only the random streams
         (shuffling, dropout) differ between them.
     random_state : int, default 0
+    device : {"cpu", "cuda", "cuda:N"}, default "cpu"
+        The torch device of the torch trainer (``trainer="keras"`` uses Keras's own).
     """
 
     family = "keras"
@@ -81,6 +83,7 @@ class KerasMLPClassifier(MetaModel):
         validation_fraction: float = 0.1,
         trainer: str = "torch",
         random_state: int = 0,
+        device: str = "cpu",
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -93,6 +96,7 @@ class KerasMLPClassifier(MetaModel):
         self.validation_fraction = validation_fraction
         self.trainer = trainer
         self.random_state = random_state
+        self.device = device
 
     def _build(self, keras, n_features: int, n_classes: int):
         layers = [keras.Input(shape=(n_features,))]
@@ -137,7 +141,7 @@ class KerasMLPClassifier(MetaModel):
         return dict(
             activation=self.activation, dropout=float(self.dropout), optimizer=self.optimizer,
             learning_rate=float(self.learning_rate), batch_size=int(self.batch_size), epochs=int(self.epochs),
-            patience=int(self.patience),
+            patience=int(self.patience), device=str(self.device),
         )
 
     def _fit(self, X, y, w, groups) -> None:

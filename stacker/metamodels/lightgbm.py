@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from typing import Any
 
 import numpy as np
@@ -33,6 +35,10 @@ class LGBMMetaClassifier(MetaModel):
     validation_fraction : float, default 0.1
     random_state : int, default 0
     n_jobs : int, default 1
+    device : {"cpu", "cuda", "cuda:N"}, default "cpu"
+        ``"cuda"`` trains with LightGBM's GPU learner (``device_type="gpu"``,
+        OpenCL); where this build or machine has no OpenCL device the fit warns
+        and runs on the CPU.
     """
 
     family = "lightgbm"
@@ -52,6 +58,7 @@ class LGBMMetaClassifier(MetaModel):
         max_bin: int = 255,
         random_state: int = 0,
         n_jobs: int = 1,
+        device: str = "cpu",
     ) -> None:
         self.num_leaves = num_leaves
         self.learning_rate = learning_rate
@@ -65,6 +72,7 @@ class LGBMMetaClassifier(MetaModel):
         self.max_bin = max_bin
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.device = device
 
     def _params(self, n_classes: int) -> dict[str, Any]:
         p = {
@@ -85,12 +93,25 @@ class LGBMMetaClassifier(MetaModel):
         }
         if self.bagging_fraction < 1.0:
             p.update(bagging_fraction=float(self.bagging_fraction), bagging_freq=1)
+        if str(self.device) != "cpu":
+            p["device_type"] = "gpu"
         return p
 
     def _fit(self, X, y, w, groups) -> None:
         import lightgbm as lgb
 
         params = self._params(len(self.classes_))
+        try:
+            self._train(lgb, params, X, y, w, groups)
+        except lgb.basic.LightGBMError as exc:
+            if "device_type" not in params or not re.search(r"OpenCL|GPU|CUDA", str(exc)):
+                raise
+            warnings.warn(f"LightGBM cannot train on the GPU here ({str(exc).splitlines()[0]}); "
+                          "training on the CPU", RuntimeWarning, stacklevel=2)
+            params.pop("device_type")
+            self._train(lgb, params, X, y, w, groups)
+
+    def _train(self, lgb, params, X, y, w, groups) -> None:
         stop = self.early_stopping_rounds
         if stop and self.validation_fraction > 0 and len(y) >= 10:
             tr, va = inner_split(y, groups, self.validation_fraction, self.random_state)

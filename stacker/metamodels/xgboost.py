@@ -34,6 +34,8 @@ class XGBMetaClassifier(MetaModel):
     random_state : int, default 0
     n_jobs : int, default 1
         XGBoost threads (the Blend runs many fits side by side, one thread each).
+    device : {"cpu", "cuda", "cuda:N"}, default "cpu"
+        XGBoost's training device; prediction runs on the CPU.
     """
 
     family = "xgboost"
@@ -53,6 +55,7 @@ class XGBMetaClassifier(MetaModel):
         max_bin: int = 256,
         random_state: int = 0,
         n_jobs: int = 1,
+        device: str = "cpu",
     ) -> None:
         self.max_depth = max_depth
         self.learning_rate = learning_rate
@@ -66,6 +69,7 @@ class XGBMetaClassifier(MetaModel):
         self.max_bin = max_bin
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.device = device
 
     def _params(self, n_classes: int) -> dict[str, Any]:
         return {
@@ -83,6 +87,7 @@ class XGBMetaClassifier(MetaModel):
             "nthread": int(self.n_jobs),
             "seed": int(self.random_state) % (2**31),
             "verbosity": 0,
+            "device": str(self.device),
         }
 
     def _fit(self, X, y, w, groups) -> None:
@@ -109,7 +114,7 @@ class XGBMetaClassifier(MetaModel):
     def _predict_proba(self, X):
         import xgboost as xgb
 
-        self.booster_.set_param({"nthread": int(self.n_jobs)})
+        self.booster_.set_param({"nthread": int(self.n_jobs), "device": "cpu"})
         return self.booster_.predict(xgb.DMatrix(X, nthread=int(self.n_jobs)))
 
     def _to_bytes(self) -> bytes:
