@@ -235,6 +235,7 @@ def build_report(
         "level1_scores": scores.get("level1", {}),
         "member_scores": scores.get("members", {}),
         "member_weights": manifest.get("member_weights", {}),
+        "plan": state.get("plan") or {},
     }
 
     rows = dict(scores.get("level1", {}))
@@ -330,6 +331,21 @@ _CAPTIONS = {
 }
 
 
+def _plan_paragraph(plan: dict[str, Any]) -> str:
+    """The time budget, and the members it left out with the reason for each."""
+    if not plan:
+        return ""
+    limit = plan.get("time_limit")
+    text = (f"<p>Fitted {len(plan.get('fitted', []))} members in {float(plan.get('seconds', 0)):.1f} s "
+            + (f"within a time budget of {limit:g} s" if limit else "with no time budget") + ".")
+    skipped = plan.get("skipped") or []
+    if not skipped:
+        return text + "</p>"
+    items = "".join(f"<li><code>{html.escape(str(x.get('name')))}</code>: {html.escape(str(x.get('reason')))}</li>"
+                    for x in skipped)
+    return text + f" Skipped {len(skipped)}:</p><ul class='skipped'>{items}</ul>"
+
+
 def _render(title: str, data: dict[str, Any], figures: dict[str, str]) -> str:
     rows = dict(data["level1_scores"])
     rows["blend"] = data["blend_scores"]
@@ -338,6 +354,7 @@ def _render(title: str, data: dict[str, Any], figures: dict[str, str]) -> str:
         f"<p>bundle <code>{html.escape(data['bundle'])}</code>, recipe <b>{html.escape(str(data['recipe']))}</b>, "
         f"stacker {html.escape(str(data['library_version']))}; {len(data['classes'])} classes, "
         f"{len(data['models'])} level-1 models, {len(data['member_weights'])} members.</p>",
+        _plan_paragraph(data["plan"]),
         "<h2>Scores (out-of-fold on the holdout)</h2>",
         _score_table(rows),
     ]

@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
     p.add_argument("--max-trials", type=int, default=None,
                    help="stop once the study (all workers) has this many finished trials")
+    p.add_argument("--trial-time-limit", type=float, default=None, metavar="SECONDS",
+                   help="time budget of each trial's Blend fit (default: none)")
     p.add_argument("--n-jobs", type=int, default=-1, help="parallel member fits (default -1: all cores)")
     p.add_argument("--scheduler", default=None, help="tcp://HOST:PORT of a Dask scheduler to run the fits on")
     p.add_argument("--no-prune", action="store_true", help="do not prune trials behind the median")
@@ -111,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         max_trials=args.max_trials,
         n_jobs=args.n_jobs,
         scheduler=args.scheduler,
+        trial_time_limit=args.trial_time_limit,
         prune=not args.no_prune,
         sampler_seed=args.sampler_seed,
         heartbeat_interval=args.heartbeat or None,

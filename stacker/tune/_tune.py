@@ -229,6 +229,7 @@ def tune(
     features: str = "log",
     n_jobs: int | None = -1,
     scheduler: str | None = None,
+    trial_time_limit: float | None = None,
     prune: bool = True,
     sampler_seed: int | None = None,
     heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
@@ -278,6 +279,10 @@ def tune(
         Stop once the study (all workers together) has this many finished trials.
     combine, features, n_jobs, scheduler
         Passed to :class:`~stacker.blend.Blend`.
+    trial_time_limit : float, optional
+        Seconds for each trial's Blend fit (its ``time_limit``); None: no budget.
+        Under a budget a trial's folds are scored only once its members are
+        decided, so pruning acts later.
     prune : bool, default True
         Prune trials behind the median after a fold.
     sampler_seed : int, optional
@@ -304,6 +309,9 @@ def tune(
         raise ConfigError(f"max_trials must be at least 1, got {max_trials}")
     if int(n_resamples) < 1:
         raise ConfigError(f"n_resamples must be at least 1, got {n_resamples}")
+    from stacker.planner import check_time_limit
+
+    trial_limit = check_time_limit(trial_time_limit, "trial_time_limit")
     base = Recipe.coerce(recipe)
     choices = tuple(postprocess) if postprocess is not None else available_postprocess()
     unknown = [c for c in choices if c not in POSTPROCESS]
@@ -334,7 +342,8 @@ def tune(
                            heartbeat_interval=heartbeat_interval)
     objective = _Objective(
         data, space, n_folds=n_folds, seed=seed, n_resamples=n_resamples, resample_size=resample_size,
-        blend_kwargs={"combine": combine, "features": features, "n_jobs": n_jobs, "scheduler": scheduler},
+        blend_kwargs={"combine": combine, "features": features, "n_jobs": n_jobs, "scheduler": scheduler,
+                      "time_limit": trial_limit},
     )
     cbs = list(callbacks)
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
