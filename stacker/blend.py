@@ -143,10 +143,14 @@ def _expected_cost(m: MemberSpec) -> float:
 
 def _fits_jointly(family: str) -> bool:
     """Whether the family overrides ``fit_many`` (fits several models faster together)."""
-    from stacker.metamodels import get_family
+    import importlib
+
+    from stacker.metamodels import FAMILIES
     from stacker.metamodels._base import MetaModel
 
-    return getattr(get_family(family).fit_many, "__func__", None) is not MetaModel.fit_many.__func__
+    module, name = FAMILIES[family]  # the module alone: Keras itself is imported by the workers
+    cls = getattr(importlib.import_module(module), name)
+    return getattr(cls.fit_many, "__func__", None) is not MetaModel.fit_many.__func__
 
 
 def _task_seed(member_seed: int, fold: int) -> int:
@@ -329,9 +333,9 @@ class Blend(Transform):
         folds = _grouped_folds(table, y, self.n_folds, self.seed)
         members = recipe.sample(self.seed)
         if "keras" in {m.family for m in members}:
-            from stacker.metamodels.keras import import_keras
+            from stacker.metamodels.keras import check_keras
 
-            import_keras()  # fail before any work if the nn extra is missing
+            check_keras()  # fail before any work if the nn extra is missing
         X = spec.transform(table)
         groups = pd.factorize(pd.Series(table.ids, dtype=object))[0].astype(np.int64)
         n, k, n_folds = len(y), table.n_classes, int(self.n_folds)

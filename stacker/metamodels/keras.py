@@ -30,6 +30,20 @@ def import_keras():
     return keras
 
 
+def check_keras() -> None:
+    """Fail now, with the same error as :func:`import_keras`, if Keras or torch is missing; imports neither.
+
+    The Blend checks before any work without paying Keras's import (about 7 s
+    here) in a process that only schedules the fits.
+    """
+    from importlib.util import find_spec
+
+    missing = [m for m in ("keras", "torch") if find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"Keras members need Keras 3 with torch: pip install 'stacker[nn]' "
+                          f"(No module named {missing[0]!r})")
+
+
 class KerasMLPClassifier(MetaModel):
     """A small dense network with softmax output, trained with early stopping.
 
