@@ -154,7 +154,7 @@ def main() -> int:
         print(f"{name}: {len(table)} rows, {len(table.models)} models x {table.n_classes} classes", flush=True)
         folds = None
         for b in args.budgets:
-            limit = {"none": math.inf, "default": None}.get(b) or float(b)
+            limit = {"none": math.inf, "default": None}[b] if b in ("none", "default") else float(b)
             recipe = "best" if b == "none" else args.recipe
             if b == "none" and (eta := forecast_seconds(table, "best", args.jobs)) > args.max_none_seconds:
                 rows.append((name, f"best none (not run: forecast {eta / 60:.0f} min)", float("nan"), "",
