@@ -94,6 +94,8 @@ def load(name: str, cache: Path):
 def anchors(table, folds: np.ndarray) -> dict[str, tuple[float, float]]:
     """Best level-1 model, LR stacking and Caruana selection on the same folds (cross-fitted)."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     from stacker import metrics
     from stacker.metamodels.selection import ensemble_selection
@@ -108,11 +110,11 @@ def anchors(table, folds: np.ndarray) -> dict[str, tuple[float, float]]:
     sel = np.zeros_like(lr)
     for f in np.unique(folds):
         tr, te = folds != f, folds == f
-        est = LogisticRegression(max_iter=2000, C=1.0).fit(X[tr], y[tr])
-        lr[np.ix_(te, est.classes_)] = est.predict_proba(X[te])
+        est = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(X[tr], y[tr])
+        lr[np.ix_(te, est[-1].classes_)] = est.predict_proba(X[te])
         w = ensemble_selection(table.probs[tr].transpose(1, 0, 2), y[tr], 50)
         sel[te] = np.einsum("nmk,m->nk", table.probs[te], w)
-    out["LR stacking"] = (metrics.accuracy(y, lr), metrics.log_loss(y, lr))
+    out["LR stacking (scaled log-probs)"] = (metrics.accuracy(y, lr), metrics.log_loss(y, lr))
     out["Caruana selection"] = (metrics.accuracy(y, sel), metrics.log_loss(y, sel))
     return out
 
@@ -132,8 +134,9 @@ def forecast_seconds(table, recipe: str, jobs: int, n_folds: int = 5) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", default=["cifar", "satimage", "pendigits", "letter"])
-    ap.add_argument("--budgets", nargs="+", default=["30", "60", "120", "300", "none"],
-                    help="seconds, 'default' (the recipe's own time_limit) or 'none' (the 'best' recipe)")
+    ap.add_argument("--budgets", nargs="*", default=["30", "60", "120", "300", "none"],
+                    help="seconds, 'default' (the recipe's own time_limit) or 'none' (the 'best' recipe); "
+                    "none given: the anchors only")
     ap.add_argument("--max-none-seconds", type=float, default=1800,
                     help="skip a 'none' fit the cost model expects to take longer (printing the forecast)")
     ap.add_argument("--recipe", default="default", help="recipe fitted under each budget (default: default)")
@@ -152,7 +155,9 @@ def main() -> int:
     for name in args.datasets:
         table = load(name, args.cache)
         print(f"{name}: {len(table)} rows, {len(table.models)} models x {table.n_classes} classes", flush=True)
-        folds = None
+        from stacker.cv import grouped_folds
+
+        folds = grouped_folds(table.y, table.ids, 5, args.seed, classes=table.classes)  # the Blend's folds
         for b in args.budgets:
             limit = {"none": math.inf, "default": None}[b] if b in ("none", "default") else float(b)
             recipe = "best" if b == "none" else args.recipe
@@ -165,7 +170,7 @@ def main() -> int:
                 t0 = time.perf_counter()
                 blend = Blend(recipe, n_jobs=args.jobs, seed=args.seed, time_limit=limit).fit(table)
                 seconds = time.perf_counter() - t0
-            folds = blend.folds_
+            assert np.array_equal(folds, blend.folds_)
             s = blend.scores_["blend"]["all"]
             sampled = blend.recipe_.n_members
             over = blend.plan_.get("overruns") or []
@@ -176,7 +181,8 @@ def main() -> int:
                          f"{len(blend.members_)}/{sampled}", peak.peak / 2**30, s["accuracy"], s["log_loss"],
                          f"{len(over)} overrun(s)" if over else ""))
             print(f"  {rows[-1][1]:<16} {seconds:7.1f} s  members {rows[-1][3]:>6}  peak {rows[-1][4]:.2f} GiB  "
-                  f"acc {s['accuracy']:.4f}  ll {s['log_loss']:.4f}  {rows[-1][7]}", flush=True)
+                  f"acc {s['accuracy']:.4f}  ll {s['log_loss']:.4f}  {rows[-1][7]}  "
+                  f"(observed / estimated seconds: {blend.plan_.get('cost_factors')})", flush=True)
         for what, (acc, ll) in anchors(table, folds).items():
             rows.append((name, what, float("nan"), "", float("nan"), acc, ll, ""))
     print(f"\n{'data':<10}{'fit':<34}{'seconds':>8}{'members':>9}{'peak GiB':>9}{'accuracy':>9}{'log loss':>9}")

@@ -118,13 +118,14 @@ def test_budget_skips_members_that_would_end_late_and_admits_cheaper_ones():
 
 def test_two_slots_are_simulated_as_a_list_schedule():
     clock = FakeClock()
-    # Two slots: four folds of 8 s take 16 s on two slots, which fits 20 s (1 s reserve); on one slot 32 s would not.
+    # Two slots: four folds of 8 s take 16 s on two slots, which fits 26 s less the 1 s reserve and the
+    # 8 s margin of a family not yet seen; on one slot 32 s would not.
     members = [member("xgb", "xgboost", 8, n_folds=4)]
-    p2 = Planner(members, FakeCost(), 2, 20, n_folds=4, clock=clock)
+    p2 = Planner(members, FakeCost(), 2, 26, n_folds=4, clock=clock)
     drain(p2, clock, slots=2)
     assert p2.summary()["fitted"] == ["xgb"] and p2.forced is None
     clock = FakeClock()
-    p1 = Planner(members + [member("pool", "pool", 0.5, n_folds=4)], FakeCost(), 1, 20, n_folds=4, clock=clock)
+    p1 = Planner(members + [member("pool", "pool", 0.5, n_folds=4)], FakeCost(), 1, 26, n_folds=4, clock=clock)
     drain(p1, clock, slots=1)
     assert p1.summary()["fitted"] == ["pool"]
 
@@ -175,6 +176,20 @@ def test_calibration_scales_a_family_and_moves_the_others():
     assert cost.factor("keras") == pytest.approx(3.0)  # unobserved: the machine's ratio
     cost.observe("keras", {"cost": 1}, 1, 1.0)
     assert 1.0 < cost.factor("keras") < 3.0
+
+
+def test_the_margin_narrows_once_a_family_has_finished_a_task():
+    clock = FakeClock()
+    # xgb-0 (4 s a fold, 2 folds) alone: 8 s + a 4 s unseen margin fits 14 s less 1 s reserve; after it,
+    # xgb-1 (same cost) ends at 16 s + 1.2 s margin, which fits 19 s but would not with the unseen 4 s.
+    members = [member("xgb-0", "xgboost", 4), member("xgb-1", "xgboost", 4)]
+    p = Planner(members, FakeCost(), 1, 20, n_folds=2, clock=clock)
+    drain(p, clock)
+    assert p.summary()["fitted"] == ["xgb-0", "xgb-1"]
+    clock = FakeClock()
+    p = Planner(members, FakeCost(), 1, 16, n_folds=2, clock=clock)  # 8 + 4 <= 15, then 16 + 1.2 > 15
+    drain(p, clock)
+    assert p.summary()["fitted"] == ["xgb-0"]
 
 
 def test_calibration_changes_the_plan():
