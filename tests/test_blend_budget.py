@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import make_table
+from test_blend import TINY
 from stacker import Blend
 from stacker.cli import main
 from stacker.errors import ConfigError
@@ -15,16 +16,9 @@ from stacker.planner import CostModel
 from stacker.recipe import Recipe, get_recipe
 from stacker.table import PredictionTable, write_table
 
-RECIPE = {
-    "name": "budgeted",
-    "families": {
-        "xgboost": {"count": 2, "max_depth": [1, 2], "n_estimators": 20, "early_stopping_rounds": 5},
-        "lightgbm": {"count": 1, "num_leaves": 7, "n_estimators": 20, "min_data_in_leaf": 5,
-                     "early_stopping_rounds": 5},
-        "pool": {"count": 1},
-        "selection": {"count": 1},
-    },
-}
+# test_blend's tiny recipe with a second XGBoost member
+RECIPE = {**TINY, "name": "budgeted",
+          "families": {**TINY["families"], "xgboost": {**TINY["families"]["xgboost"], "count": 2}}}
 
 
 @pytest.fixture(scope="module")

@@ -88,7 +88,7 @@ def summary_line(blend, n_rows: int) -> str:
             f"out-of-fold accuracy {s['accuracy']:.4f}, log loss {s['log_loss']:.4f}")
     notes = []
     if plan.get("forced"):
-        notes.append(f"the budget was too small for any member: fitted only the cheapest, {plan['forced']}")
+        notes.append(f"the budget was too small for any member: fitted the cheapest anyway, {plan['forced']}")
     if plan.get("overruns"):
         worst = max(plan["overruns"], key=lambda o: o["past_budget"])
         notes.append(f"{len(plan['overruns'])} fit(s) ended past the budget (latest {worst['member']} "
