@@ -125,22 +125,6 @@ def combine_members(
     return weights, blend_oof
 
 
-#: Rough relative cost of one fit per family, before the learning-rate scale below.
-_FAMILY_COST = {"lightgbm": 4.0, "keras": 3.0, "xgboost": 1.0}
-
-
-def _expected_cost(m: MemberSpec) -> float:
-    """A scheduling key: the family's cost times 0.05 / learning rate.
-
-    Boosting rounds grow as 1 / learning rate; the Keras members' learning rates
-    (1e-3 to 1e-2 in the shipped recipes) make the same scale put them first,
-    which suits them: their fits are the longest-tailed (up to 100 epochs).
-    """
-    lr = m.params.get("learning_rate")
-    scale = 0.05 / float(lr) if isinstance(lr, (int, float)) and lr > 0 else 1.0
-    return _FAMILY_COST.get(m.family, 0.1) * scale
-
-
 def _fits_jointly(family: str) -> bool:
     """Whether the family overrides ``fit_many`` (fits several models faster together)."""
     import importlib
@@ -296,14 +280,15 @@ class Blend(Transform):
         # rest run fold-major, so early folds finish first and on_fold can prune a trial early; within a
         # fold the likely-longest fits go first, so the run does not end on one long fit and an idle core.
         # With a budget the planner orders members by expected gain per second instead.
-        by_cost = sorted(range(len(members)), key=lambda i: _expected_cost(members[i]), reverse=True)
+        work = Work(int(np.mean([len(r) for r in train_rows])), X.shape[1], table.n_classes, len(table.models))
+        cost = CostModel(work)
+        kwargs = [self._member_kwargs(m, spec) for m in members]
+        by_cost = sorted(range(len(members)), key=lambda i: cost.raw(members[i].family, kwargs[i]), reverse=True)
         order = [(mi, list(range(n_folds))) for mi in by_cost if members[mi].family in joint]
         order += [(mi, [f]) for f in range(n_folds) for mi in by_cost if members[mi].family not in joint]
-        work = Work(int(np.mean([len(r) for r in train_rows])), X.shape[1], table.n_classes, len(table.models))
         return Planner(
-            [(m.name, m.family, self._member_kwargs(m, spec), member_tasks[i]) for i, m in enumerate(members)],
-            CostModel(work), effective_n_jobs(self.n_jobs), self.time_limit_, order=order, n_folds=n_folds,
-            start=started,
+            [(m.name, m.family, kwargs[i], member_tasks[i]) for i, m in enumerate(members)],
+            cost, effective_n_jobs(self.n_jobs), self.time_limit_, order=order, n_folds=n_folds, start=started,
         )
 
     def _member_kwargs(self, m: MemberSpec, spec: FeatureSpec) -> dict[str, Any]:

@@ -20,7 +20,7 @@ DEVICE_FAMILIES = frozenset({"xgboost", "lightgbm", "keras"})
 
 
 def cuda_available() -> bool:
-    """Whether a CUDA device is visible (through torch when installed, else XGBoost's build and /dev)."""
+    """Whether a CUDA device is visible (through torch when installed, else NVIDIA's device files)."""
     try:
         import torch
     except ImportError:

@@ -5,11 +5,11 @@ a fake clock in tests:
 
 * :class:`CostModel` predicts the wall seconds of one task (a member's fits on
   one or more folds) from the rows, features, classes, expected boosting rounds
-  or epochs and the family, with constants measured on this project's cost
-  benchmark (``benchmarks/bench_fit_parts.py``), and corrects them online: each
-  family's estimates are multiplied by the geometric mean of observed / predicted
-  seconds of its finished tasks, shrunk towards the ratio of all families (so a
-  busy machine slows every family's estimate at once).
+  or epochs and the family, with constants fitted to a Blend's own fits on the
+  cost benchmark's table (``benchmarks/bench_blend_cost.py``), and corrects them
+  online: each family's estimates are multiplied by the geometric mean of
+  observed / predicted seconds of its finished tasks, shrunk towards the ratio
+  of all families (so a busy machine slows every family's estimate at once).
 * :class:`Planner` hands out tasks one at a time, when a worker slot frees.
   Without a budget it hands out every task in the order given.  With a budget
   it considers the members in the order of expected gain per expected second
@@ -465,7 +465,7 @@ class Planner:
             n_adm = len(self.admitted)
             for mi in sorted(self._undecided, key=self._key, reverse=True):
                 ok, e = self._fits(slots, mi, n_adm)
-                if ok or (self.time_limit is None):
+                if ok:
                     self._place(slots, [self._expected(self.members[mi], f) for f in self.members[mi].tasks])
                     folds += sum(len(f) for f in self.members[mi].tasks)
                     end, n_adm = max(end, e), n_adm + 1
