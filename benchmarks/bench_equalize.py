@@ -207,13 +207,10 @@ def cifar(table_path: Path | None, table_model: str | None) -> None:
         P = table.probs.mean(axis=1)
         before = float(np.mean(np.argmax(P, axis=1) == y))
         t0 = time.perf_counter()
-        ex = HungarianEqualizer()
-        ex.transform(table)
+        ex = HungarianEqualizer().fit(table)
         ms = (time.perf_counter() - t0) * 1e3
-        it = GreedyEqualizer(method="iterative")
-        it.transform(table)
-        tk = GreedyEqualizer(method="topk")
-        tk.transform(table)
+        it = GreedyEqualizer(method="iterative").fit(table)
+        tk = GreedyEqualizer(method="topk").fit(table)
         accs = [float(np.mean(e.assignment_ == y)) for e in (ex, it, tk)]
         print(f"{name:>22} {before:>8.4f} {accs[0]:>8.4f} {accs[1]:>10.4f} {accs[2]:>8.4f} {ms:>9.1f}")
 

@@ -103,17 +103,16 @@ def bench_quality(table, args, study) -> list[tuple[str, int, float]]:
     from stacker.blend import Blend
     from stacker.recipe import Recipe
     from stacker.tune import balanced_resamples, best_recipe_dict
-    from stacker.tune._scoring import score_oof
+    from stacker.tune._scoring import resample_strata, score_oof
 
     tuned = Recipe.from_dict(best_recipe_dict(study))
     base = Recipe.coerce(args.recipe)
     rows = []
     for seed in (args.seed, args.seed + 1):
-        res = balanced_resamples(table.y, 10, seed)
+        res = balanced_resamples(table.y, 10, seed, strata=resample_strata(table))
         for name, rec in (("base", base), ("tuned", tuned)):
             b = Blend(recipe=rec, n_folds=args.folds, seed=seed, n_jobs=2).fit(table)
-            rows.append((name, seed, score_oof(table.y, b.oof_.probs[:, 0, :], rec.postprocess or "none", res,
-                                               table.manip)))
+            rows.append((name, seed, score_oof(b.oof_, rec.postprocess or "none", res)))
     return rows
 
 

@@ -35,10 +35,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sklearn.base import ClassifierMixin
+
 from stacker import metrics
 from stacker._io import jsonable
 from stacker.base import Transform, register
 from stacker.errors import BundleError, ConfigError, LabelError
+from stacker.inputs import Form, encode_labels, infer_n_classes, labels_to_names, to_table, with_labels
 from stacker.device import DEVICE_FAMILIES, check_device
 from stacker.features import FeatureSpec
 from stacker.metamodels import BLOCK_FAMILIES
@@ -142,8 +145,17 @@ def _task_seed(member_seed: int, fold: int) -> int:
 
 
 @register("blend")
-class Blend(Transform):
+class Blend(ClassifierMixin, Transform):
     """Level-2 stacking: a recipe of meta-models, fitted out-of-fold and averaged.
+
+    A scikit-learn classifier.  ``X`` is the level-1 models' probabilities: a
+    ``(N, M*K)`` array with each model's K columns together (``np.hstack`` of the
+    models' ``(N, K)`` arrays), a ``(N, M, K)`` array, a DataFrame with
+    ``<model>/<class>`` columns, or a :class:`~stacker.table.PredictionTable`
+    (:mod:`stacker.inputs`); ``y`` the labels (a table's label column by default).
+    ``fit_transform`` returns the cross-fitted out-of-fold probabilities, so a
+    ``Pipeline([("blend", Blend()), ("eq", HungarianEqualizer())])`` trains the
+    next step on honest predictions.
 
     Parameters
     ----------
@@ -192,8 +204,11 @@ class Blend(Transform):
 
     Attributes
     ----------
-    classes_, models_ : tuple of str
-        Class order and level-1 models the Blend was fitted on.
+    classes_ : ndarray
+        Class labels in column order: a table's class names, or ``y``'s sorted labels
+        (arrays; :func:`~stacker.inputs.encode_labels`).
+    models_ : tuple of str
+        The level-1 models the Blend was fitted on (``"0"``, ``"1"``, ... for arrays).
     members_ : list of MemberSpec
         The fitted members (under a time limit, the sampled members that were
         fitted on every fold).
@@ -299,7 +314,62 @@ class Blend(Transform):
             params["device"] = self.device
         return params
 
-    def fit(self, table: PredictionTable) -> Blend:
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        return tags
+
+    def _fit_table(self, X: Any, y: Any) -> tuple[PredictionTable, Form, np.ndarray]:
+        """The labelled table of ``fit``'s input, its form and the class labels."""
+        if not isinstance(X, (PredictionTable, pd.DataFrame)):
+            arr = X if isinstance(X, np.ndarray) else (np.asarray(X) if isinstance(X, (list, tuple)) else X)
+            if isinstance(arr, np.ndarray):
+                if y is None:
+                    raise LabelError("fitting a Blend on an array requires y to be passed, but the target y is None")
+                n_classes = infer_n_classes(y, arr.shape[1], len(arr)) if arr.ndim == 2 else arr.shape[-1]
+                table, form = to_table(arr, layout="flat", n_classes=n_classes)
+                classes, codes = encode_labels(y, table.n_classes, len(table))
+                self.n_features_in_ = int(np.prod(arr.shape[1:]))
+                return with_labels(table, np.asarray(table.classes, dtype=object)[codes]), form, classes
+        table, form = to_table(X)
+        if y is not None:
+            table = with_labels(table, labels_to_names(y, table, None))
+        return table, form, np.asarray(table.classes, dtype=object)
+
+    def _table(self, X: Any) -> tuple[PredictionTable, Form]:
+        """The table of a prediction input, aligned with the fitted models and classes."""
+        self._check_fitted("weights_")
+        spec = self.feature_spec_
+        if isinstance(X, (PredictionTable, pd.DataFrame)):
+            table, form = to_table(X)
+            return spec.align(table), form
+        table, form = to_table(X, layout="flat", n_classes=len(spec.classes))
+        if table.n_models != len(spec.models) or table.n_classes != len(spec.classes):
+            raise ValueError(f"the Blend was fitted on {len(spec.models)} models x {len(spec.classes)} classes; "
+                             f"X has {table.n_models} x {table.n_classes}")
+        return table.replace(classes=spec.classes, models=spec.models), form
+
+    def fit(self, X: Any, y: Any = None, *, groups: Any = None, sample_weight: Any = None) -> Blend:
+        """Fit every member on every fold and learn the member weights.
+
+        Parameters
+        ----------
+        X : array, DataFrame or PredictionTable
+            Level-1 probabilities (see the class docstring).
+        y : array-like of shape (N,), optional
+            Labels; default: the table's or DataFrame's label column.
+        groups : array-like of shape (N,), optional
+            Image of each row: rows of one image share a fold (default: a table's ``id``;
+            each row its own image for arrays).
+        sample_weight : array-like of shape (N,), optional
+            Multiplies the class weights.
+        """
+        table, form, classes = self._fit_table(X, y)
+        self._fit(table, groups, sample_weight)
+        self.classes_ = classes
+        return self
+
+    def _fit(self, table: PredictionTable, groups: Any, sample_weight: Any) -> None:
         started = time.monotonic()
         if self.combine not in COMBINE_RULES:
             raise ConfigError(f"combine must be one of {COMBINE_RULES}, got {self.combine!r}")
@@ -309,20 +379,32 @@ class Blend(Transform):
         # An explicit limit wins over the recipe's; inf means no budget even if the recipe has one.
         self.time_limit_ = limit if self.time_limit is not None else recipe.time_limit
         self.tta_power_ = self.tta_power if self.tta_power is not None else recipe.tta_power
+        n_rows = len(table)
+        if groups is not None and VIEW in table.meta.columns and self.tta_power_ is not None:
+            raise ConfigError("groups= cannot follow rows through the TTA view aggregation; give the table an id column")
         table = self._aggregate(table)
         y = self._check_labels(table)
         spec = FeatureSpec.from_table(table, self.features)
         # A tuned recipe carries class weights; an explicit class_weight wins.
         cw = self.class_weight if self.class_weight is not None else recipe.class_weight
         w = class_sample_weights(cw, y, table.classes)
-        folds = _grouped_folds(table, y, self.n_folds, self.seed)
+        if sample_weight is not None:
+            sw = np.asarray(sample_weight, dtype=np.float64)
+            if sw.shape != (n_rows,) or not np.isfinite(sw).all() or (sw < 0).any() or sw.sum() <= 0:
+                raise ConfigError(f"sample_weight must be {n_rows} finite non-negative numbers, not all 0")
+            if len(table) != n_rows:
+                raise ConfigError("sample_weight cannot follow rows through the TTA view aggregation; aggregate "
+                                  "the views first (stacker aggregate), or set tta_power=None")
+            w = w * sw
+        image = table.ids if groups is None else _check_groups(groups, n_rows)
+        folds = _grouped_folds(table, y, self.n_folds, self.seed, image)
         members = recipe.sample(self.seed)
         if "keras" in {m.family for m in members}:
             from stacker.metamodels.keras import check_keras
 
             check_keras()  # fail before any work if the nn extra is missing
         X = spec.transform(table)
-        groups = pd.factorize(pd.Series(table.ids, dtype=object))[0].astype(np.int64)
+        groups = pd.factorize(pd.Series(image, dtype=object))[0].astype(np.int64)
         n, k, n_folds = len(y), table.n_classes, int(self.n_folds)
         fold_rows = [np.flatnonzero(folds == f) for f in range(n_folds)]
         train_rows = [np.flatnonzero(folds != f) for f in range(n_folds)]
@@ -387,7 +469,6 @@ class Blend(Transform):
         plan["seconds"] = round(time.monotonic() - started, 3)
         self.plan_ = plan
 
-        self.classes_ = tuple(table.classes)
         self.models_ = tuple(table.models)
         self.feature_spec_ = spec
         self.recipe_ = recipe
@@ -413,7 +494,6 @@ class Blend(Transform):
             meta[FOLD] = pd.array(folds, dtype="Int64")
         self.oof_ = PredictionTable(meta, blend_oof[:, None, :], table.classes, ["blend"], source=table.source,
                                     validate=False)
-        return self
 
     def _aggregate(self, table: PredictionTable) -> PredictionTable:
         """Power mean of each sample's TTA views, when a TTA power is set and the table has views."""
@@ -425,10 +505,6 @@ class Blend(Transform):
         return aggregate_views(table, p)
 
     # ------------------------------------------------------------------ predicting
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "weights_"):
-            raise ConfigError("this Blend is not fitted yet; call fit(table) or Blend.load(path) first")
-
     def _estimator(self, mi: int, f: int):
         key = (mi, f)
         if key not in self._estimators:
@@ -438,11 +514,9 @@ class Blend(Transform):
             self._estimators[key] = get_family(self.members_[mi].family).from_state(data, side)
         return self._estimators[key]
 
-    def member_proba(self, table: PredictionTable) -> np.ndarray:
-        """``(n_members, n_rows, n_classes)``: each member's fold-averaged probabilities (0 for unused members)."""
-        self._check_fitted()
+    def _member_proba(self, table: PredictionTable) -> np.ndarray:
         X = self.feature_spec_.transform(self._aggregate(table))
-        out = np.zeros((len(self.members_), len(X), len(self.classes_)))
+        out = np.zeros((len(self.members_), len(X), len(self.feature_spec_.classes)))
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(1):
@@ -451,44 +525,73 @@ class Blend(Transform):
                 out[mi] = np.mean([self._estimator(mi, f).predict_proba(X) for f in folds], axis=0)
         return out
 
-    def predict_proba(self, table: PredictionTable) -> np.ndarray:
-        """``(n_rows, n_classes)`` blend probabilities in :attr:`classes_` order."""
-        p = np.einsum("mnk,m->nk", self.member_proba(table), self.weights_)
+    def _blend_proba(self, table: PredictionTable) -> np.ndarray:
+        p = np.einsum("mnk,m->nk", self._member_proba(table), self.weights_)
         return p / p.sum(axis=1, keepdims=True)
 
-    def predict(self, table: PredictionTable) -> np.ndarray:
-        """Predicted class names."""
-        return np.asarray(self.classes_, dtype=object)[np.argmax(self.predict_proba(table), axis=1)]
+    def member_proba(self, X: Any) -> np.ndarray:
+        """``(n_members, n_rows, n_classes)``: each member's fold-averaged probabilities (0 for unused members)."""
+        return self._member_proba(self._table(X)[0])
 
-    def transform(self, table: PredictionTable) -> PredictionTable:
-        """A one-model table (model ``"blend"``) with the input's meta columns."""
-        aligned = self.feature_spec_.align(table) if hasattr(self, "feature_spec_") else table
-        aligned = self._aggregate(aligned)
-        p = self.predict_proba(aligned)
-        return PredictionTable(aligned.meta.copy(), p[:, None, :], self.classes_, ["blend"],
-                               source=table.source, validate=False)
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """``(n_rows, n_classes)`` blend probabilities, columns in :attr:`classes_` order."""
+        return self._blend_proba(self._table(X)[0])
 
-    def fit_transform(self, table: PredictionTable) -> PredictionTable:
-        """Fit, then return the level-2 out-of-fold table (what a next chain step trains on)."""
-        return self.fit(table).oof_
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted class labels."""
+        codes = np.argmax(self.predict_proba(X), axis=1)
+        return np.asarray(self.classes_)[codes]
 
-    def score(self, table: PredictionTable) -> dict[str, Any]:
-        """Scores of the blend on a labelled table (all / unaltered / manipulated rows)."""
-        aligned = self._aggregate(self.feature_spec_.align(table))
-        y = self._check_labels(aligned)
-        return metrics.score_split(y, self.predict_proba(aligned), aligned.manip, self.classes_)
+    def transform(self, X: Any) -> Any:
+        """Blend probabilities in the input's kind: a one-model table (model ``"blend"``) with the input's
+        meta columns, a DataFrame of ``blend/<class>`` columns, or an ``(N, K)`` array."""
+        table, form = self._table(X)
+        aggregated = self._aggregate(table)
+        p = self._blend_proba(aggregated)
+        out = PredictionTable(aggregated.meta.copy(), p[:, None, :], self.feature_spec_.classes, ["blend"],
+                              source=table.source, validate=False)
+        return self._output(out, form, reduced=True)
+
+    def fit_transform(self, X: Any, y: Any = None, *, groups: Any = None, sample_weight: Any = None) -> Any:
+        """Fit, then return the level-2 out-of-fold probabilities (what a next step trains on)."""
+        table, form, classes = self._fit_table(X, y)
+        self._fit(table, groups, sample_weight)
+        self.classes_ = classes
+        return self._output(self.oof_, form, reduced=True)
+
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
+        """Accuracy on ``X`` against ``y`` (default: the table's labels), as scikit-learn's classifiers."""
+        from sklearn.metrics import accuracy_score
+
+        if y is None:
+            table = self._aggregate(self._table(X)[0])
+            y_codes = self._check_labels(table)
+            return float(accuracy_score(y_codes, np.argmax(self._blend_proba(table), axis=1),
+                                        sample_weight=sample_weight))
+        return float(accuracy_score(np.asarray(y), self.predict(X), sample_weight=sample_weight))
+
+    def evaluate(self, X: Any, y: Any = None) -> dict[str, Any]:
+        """Accuracy, log loss and per-class accuracy on all, unaltered and manipulated rows of a labelled input."""
+        table = self._table(X)[0]
+        if y is not None:
+            table = with_labels(table, labels_to_names(y, table, None if isinstance(X, (PredictionTable, pd.DataFrame))
+                                                       else self.classes_))
+        aligned = self._aggregate(table)
+        y_codes = self._check_labels(aligned)
+        return metrics.score_split(y_codes, self._blend_proba(aligned), aligned.manip, self.feature_spec_.classes)
 
     # ------------------------------------------------------------------ persistence
     def get_state(self, directory: Path) -> dict[str, Any]:
         from stacker.bundle import write_members
 
-        self._check_fitted()
-        params = self.get_params()
+        self._check_fitted("weights_")
+        params = self.get_params(deep=False)
         params.pop("on_fold", None)
         params["recipe"] = self.recipe_.to_dict()
         return {
             "params": jsonable(params),
-            "classes": list(self.classes_),
+            "classes": list(self.feature_spec_.classes),
+            "labels": jsonable(np.asarray(self.classes_).tolist()),
             "models": list(self.models_),
             "features": self.feature_spec_.to_dict(),
             "weights": self.weights_.tolist(),
@@ -521,7 +624,11 @@ class Blend(Transform):
             blend.recipe_ = Recipe.from_dict(params["recipe"])
             tta = params.get("tta_power")
             blend.tta_power_ = tta if tta is not None else blend.recipe_.tta_power
-            blend.classes_ = tuple(state["classes"])
+            names = tuple(state["classes"])
+            labels = state.get("labels", list(names))
+            if not isinstance(labels, list) or len(labels) != len(names):
+                raise BundleError(f"the manifest's labels do not match its {len(names)} classes")
+            blend.classes_ = np.asarray(labels, dtype=object if all(isinstance(v, str) for v in labels) else None)
             blend.models_ = tuple(state["models"])
             blend.feature_spec_ = FeatureSpec.from_dict(state["features"])
             blend.weights_ = np.asarray(state["weights"], dtype=np.float64)
@@ -538,7 +645,7 @@ class Blend(Transform):
             raise BundleError(f"the blend state in {str(directory)!r} is incomplete or malformed ({exc!r})") from None
         if len(blend.weights_) != len(blend.members_):
             raise BundleError(f"{len(blend.weights_)} member weights for {len(blend.members_)} members")
-        if blend.feature_spec_.classes != blend.classes_ or blend.feature_spec_.models != blend.models_:
+        if blend.feature_spec_.classes != names or blend.feature_spec_.models != blend.models_:
             raise BundleError("the manifest's classes/models disagree with its feature layout")
         blend._estimators = {}
         return blend
@@ -584,11 +691,20 @@ class _ProgressBar:
             self.bar.close()
 
 
-def _grouped_folds(table: PredictionTable, y: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+def _check_groups(groups: Any, n: int) -> np.ndarray:
+    g = np.asarray(groups)
+    if g.ndim != 1 or len(g) != n:
+        raise ConfigError(f"groups must have one value per row ({n}), got shape {g.shape}")
+    if pd.isna(g).any():
+        raise ConfigError(f"groups has missing values (first rows {np.flatnonzero(pd.isna(g))[:5].tolist()})")
+    return g
+
+
+def _grouped_folds(table: PredictionTable, y: np.ndarray, n_folds: int, seed: int, image: np.ndarray) -> np.ndarray:
     from stacker.cv import grouped_folds
 
     try:
-        return grouped_folds(y, table.ids, n_folds, seed, classes=table.classes)
+        return grouped_folds(y, image, n_folds, seed, classes=table.classes)
     except LabelError as exc:
         raise LabelError(exc.reason, path=table.source, column=LABEL, rows=exc.rows) from None
 

@@ -29,9 +29,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from sklearn.utils import get_tags
+from sklearn.utils.metaestimators import available_if
+
 from stacker._io import atomic_dir
 from stacker.base import Transform, get_transform_class, register
-from stacker.errors import BundleError, ConfigError
+from stacker.errors import BundleError, ConfigError, NotFittedError
 from stacker.table import PredictionTable
 
 __all__ = ["Chain", "load_chain", "CHAIN_FORMAT", "CHAIN_VERSION"]
@@ -66,55 +70,120 @@ def _files_under(root: Path) -> dict[str, str]:
 class Chain(Transform):
     """Transforms applied in order.
 
+    Each step is fitted on what the previous step's ``fit_transform`` returns, and
+    ``y`` (for arrays) is passed to every step.  Like a scikit-learn ``Pipeline``,
+    the nested parameters are ``steps__<i>__<name>`` (``steps__0__p``).
+
     Parameters
     ----------
     steps : sequence of Transform
         The steps; each must be a registered :class:`~stacker.base.Transform`.
+        Kept as given (``clone`` relies on it); read as a list at ``fit``.
     """
 
     def __init__(self, steps: Sequence[Transform] = ()) -> None:
-        self.steps = list(steps)
+        self.steps = steps
 
-    def _check_steps(self) -> None:
-        if not self.steps:
+    def _check_steps(self) -> list[Transform]:
+        steps = list(self.steps)
+        if not steps:
             raise ConfigError("a chain needs at least one step")
-        for i, step in enumerate(self.steps):
+        for i, step in enumerate(steps):
             if not isinstance(step, Transform) or not type(step).kind:
                 raise ConfigError(f"chain step {i} ({step!r}) is not a registered stacker Transform")
+        return steps
 
-    def fit(self, table: PredictionTable) -> Chain:
-        self.fit_transform(table)
+    # ------------------------------------------------------------ nested parameters
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {"steps": self.steps}
+        if deep:
+            for i, step in enumerate(self.steps):
+                out[f"steps__{i}"] = step
+                if hasattr(step, "get_params"):
+                    out.update({f"steps__{i}__{k}": v for k, v in step.get_params(deep=True).items()})
+        return out
+
+    def set_params(self, **params: Any) -> Chain:
+        if "steps" in params:
+            self.steps = params.pop("steps")
+        if not params:
+            return self
+        steps = list(self.steps)
+        nested: dict[int, dict[str, Any]] = {}
+        for key, value in params.items():
+            head, _, rest = key.partition("__")
+            index, _, name = rest.partition("__")
+            if head != "steps" or not index.isdigit() or int(index) >= len(steps):
+                raise ValueError(f"invalid parameter {key!r} for Chain: use steps or steps__<i>[__<name>] "
+                                 f"with i < {len(steps)}")
+            if name:
+                nested.setdefault(int(index), {})[name] = value
+            else:
+                steps[int(index)] = value
+        if any(a is not b for a, b in zip(steps, self.steps)):
+            self.steps = steps
+        for i, sub in nested.items():
+            steps[i].set_params(**sub)
         return self
 
-    def fit_transform(self, table: PredictionTable) -> PredictionTable:
+    # ------------------------------------------------------------ fitting and applying
+    def fit(self, X: Any, y: Any = None) -> Chain:
+        self.fit_transform(X, y)
+        return self
+
+    def fit_transform(self, X: Any, y: Any = None) -> Any:
         """Fit every step on the previous step's ``fit_transform`` output; return the last output."""
-        self._check_steps()
-        for step in self.steps:
-            table = step.fit_transform(table)
+        for step in self._check_steps():
+            X = step.fit_transform(X) if y is None else step.fit_transform(X, y)
         self.fitted_ = True
-        return table
+        return X
 
-    def transform(self, table: PredictionTable) -> PredictionTable:
-        self._check_steps()
-        for step in self.steps:
-            table = step.transform(table)
-        return table
+    def _check_chain_fitted(self) -> list[Transform]:
+        steps = self._check_steps()
+        # A chain of stateless steps (a power mean) needs no fit; any other has to be fitted first.
+        if not hasattr(self, "fitted_") and any(get_tags(s).requires_fit for s in steps):
+            raise NotFittedError("this Chain is not fitted yet; call fit (or fit_transform) first")
+        return steps
 
-    def __repr__(self) -> str:
-        return f"Chain([{', '.join(repr(s) for s in self.steps)}])"
+    def transform(self, X: Any) -> Any:
+        for step in self._check_chain_fitted():
+            X = step.transform(X)
+        return X
+
+    def _last_predicts(self) -> bool:
+        steps = list(self.steps)
+        return bool(steps) and hasattr(steps[-1], "predict")
+
+    @available_if(_last_predicts)
+    def predict(self, X: Any) -> np.ndarray:
+        """The last step's ``predict`` on what the steps before it return."""
+        steps = self._check_chain_fitted()
+        for step in steps[:-1]:
+            X = step.transform(X)
+        return steps[-1].predict(X)
+
+    @property
+    def classes_(self) -> np.ndarray:
+        """The last step's classes."""
+        last = list(self.steps)[-1] if self.steps else None
+        if last is None or not hasattr(last, "classes_"):
+            raise AttributeError("classes_: the chain's last step has no classes (not fitted?)")
+        return last.classes_
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "fitted_")
 
     def __len__(self) -> int:
         return len(self.steps)
 
     def __getitem__(self, i: int) -> Transform:
-        return self.steps[i]
+        return list(self.steps)[i]
 
     # ---------------------------------------------------------------- persistence
     def get_state(self, directory: Path) -> dict[str, Any]:
-        self._check_steps()
         directory = Path(directory)
         steps = []
-        for i, step in enumerate(self.steps):
+        for i, step in enumerate(self._check_steps()):
             sub = f"{i:02d}-{type(step).kind}"
             (directory / sub).mkdir(parents=True, exist_ok=True)
             state = step.get_state(directory / sub)
@@ -148,7 +217,9 @@ class Chain(Transform):
                 raise
             except (TypeError, KeyError, ValueError) as exc:
                 raise BundleError(f"step {i} ({kind}) in {directory} cannot be rebuilt: {exc}") from None
-        return cls(steps)
+        chain = cls(steps)
+        chain.fitted_ = True
+        return chain
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write the chain to ``directory`` atomically (replacing an existing one)."""

@@ -73,7 +73,8 @@ each taken while the row is free and the class has room.
 
 Probabilities out
 -----------------
-The hard assignment is in ``labels_``/``assignment_``.  The output table holds
+The hard assignment is what ``fit_predict``/``predict`` return (and, for the batch
+given to ``fit``, ``labels_``/``assignment_``).  ``fit_transform``/``transform`` return
 ``P * exp(-p)`` renormalised per row (``objective="log"``: a prior shift to the
 quota prior, whose argmax is the assignment) or, for ``objective="prob"`` and the
 greedy rules, the input probabilities; in every case rows whose argmax disagrees
@@ -93,8 +94,11 @@ import pandas as pd
 
 from stacker._assign_kernels import TINY, kernels
 from stacker._io import jsonable
+from sklearn.base import ClassifierMixin
+
 from stacker.base import Transform, register
-from stacker.errors import ConfigError, ProbabilityError, SchemaError
+from stacker.errors import ConfigError, LabelError, ProbabilityError, SchemaError
+from stacker.inputs import Form, group_codes
 from stacker.table import ID, PredictionTable
 
 __all__ = [
@@ -508,23 +512,32 @@ def greedy_assignment(
 
 # ------------------------------------------------------------------ transforms
 def _output_proba(P: np.ndarray, assign: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+    """``renorm(P * weights)``, with the rows whose argmax is not the assignment (ties) fixed so that it is.
+
+    A fixed row swaps its top value with the assigned class's, and any class still tied with the
+    assigned one (a lower index wins argmax) is shaved by a relative 1e-9; a row left with no
+    mass (weights underflowed) becomes one-hot.  ``np.argmax(out, 1) == assign`` always holds.
+    """
     out = P * weights if weights is not None else P.copy()
     s = out.sum(axis=1, keepdims=True)
     out = out / np.where(s > 0, s, 1.0)
-    wrong = np.flatnonzero(np.argmax(out, axis=1) != assign)
-    if len(wrong):
-        top = np.argmax(out[wrong], axis=1)
-        a = assign[wrong]
-        hi = out[wrong, top].copy()
-        out[wrong, top] = out[wrong, a]
-        out[wrong, a] = hi
-        # Exact ties with a lower class index: shave the competitors by a relative 1e-9.
-        still = wrong[np.argmax(out[wrong], axis=1) != a]
-        for i in still:
-            mx = out[i, assign[i]]
-            comp = (out[i] >= mx) & (np.arange(out.shape[1]) != assign[i])
-            out[i, comp] = mx * (1 - 1e-9)
-            out[i] /= out[i].sum()
+    rows = np.arange(len(out))
+    for i in np.flatnonzero(np.argmax(out, axis=1) != assign):
+        row, a = out[i], assign[i]
+        top = int(np.argmax(row))
+        row[top], row[a] = row[a], row[top]
+        mx = row[a]
+        if not mx > 0:
+            row[:] = 0.0
+            row[a] = 1.0
+            continue
+        comp = row >= mx
+        comp[a] = False
+        row[comp] = mx * (1 - 1e-9)
+        row /= row.sum()
+    bad = np.argmax(out, axis=1) != assign
+    if bad.any():  # pragma: no cover - a bug, not bad input
+        raise RuntimeError(f"output probabilities disagree with the assignment on rows {rows[bad][:5].tolist()}")
     return out
 
 
@@ -534,8 +547,19 @@ class _Group:
     rows: np.ndarray
 
 
-class _Equalizer(Transform):
-    """Shared parts of the equalizers: model choice, grouping, output table."""
+class _Equalizer(ClassifierMixin, Transform):
+    """Shared parts of the equalizers: model choice, grouping, the transductive estimator API.
+
+    An equalizer is *transductive*: it decides the classes of the batch it is given
+    as a whole.  ``fit(X)`` equalizes ``X`` and keeps the result (``assignment_``,
+    ``labels_``, ``prices_``); ``fit_predict``/``fit_transform`` return it;
+    ``predict(X)``/``transform(X)`` equalize a new batch and change nothing fitted.
+    """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = False
+        return tags
 
     def _proba(self, table: PredictionTable) -> tuple[np.ndarray, str]:
         model = getattr(self, "model", None)
@@ -545,7 +569,10 @@ class _Equalizer(Transform):
             return table.probs[:, 0, :], table.models[0]
         return table.probs.mean(axis=1), "mean"
 
-    def _groups(self, table: PredictionTable) -> list[_Group]:
+    def _groups(self, table: PredictionTable, groups: Any = None) -> list[_Group]:
+        if groups is not None:  # per-row group values (arrays); they replace ``by``
+            codes, values = group_codes(groups, len(table))
+            return [_Group(f"group={v}", np.flatnonzero(codes == g)) for g, v in enumerate(values)]
         by = getattr(self, "by", None)
         if by is None:
             return [_Group("all", np.arange(len(table)))]
@@ -553,7 +580,8 @@ class _Equalizer(Transform):
         missing = [c for c in cols if c not in table.meta.columns]
         if missing:
             raise SchemaError(
-                f"no group column {missing[0]!r}; columns: {list(table.meta.columns)}",
+                f"no group column {missing[0]!r}; columns: {list(table.meta.columns)}"
+                + ("; for arrays pass groups= instead of by=" if table.source and table.source.startswith("<") else ""),
                 path=table.source,
                 column=missing[0],
             )
@@ -582,13 +610,21 @@ class _Equalizer(Transform):
     def _assign(self, P: np.ndarray, lo: np.ndarray, up: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         raise NotImplementedError
 
-    def transform(self, table: PredictionTable) -> PredictionTable:
+    def _equalize(self, P: np.ndarray, classes: Sequence[str], group: str) -> tuple[np.ndarray, np.ndarray, Any]:
+        """One group: ``(assignment, output probabilities, prices or None)``."""
+        lo, up = self._bounds(len(P), classes, group)
+        a, p = self._assign(P, lo, up)
+        weights = None if p is None or self._weights_off() else np.exp(-(p - p.min()))
+        return a, _output_proba(P, a, weights), None if p is None else p.tolist()
+
+    def _solve(self, table: PredictionTable, groups: Any = None) -> tuple[np.ndarray, PredictionTable, dict]:
+        """Equalize every group: ``(assignment, output table, {group: prices})``."""
         P_all, name = self._proba(table)
         n, k = P_all.shape
         assign = np.empty(n, np.int64)
         out = np.empty_like(P_all)
-        prices: dict[str, list[float]] = {}
-        for grp in self._groups(table):
+        info: dict[str, Any] = {}
+        for grp in self._groups(table, groups):
             P = P_all[grp.rows]
             try:
                 _check_probs(P)
@@ -598,28 +634,71 @@ class _Equalizer(Transform):
                     f"{exc.reason} ({grp.name}, model {name!r})", path=table.source, rows=rows,
                     ids=table.meta[ID].iloc[rows].tolist(),
                 ) from None
-            lo, up = self._bounds(len(grp.rows), table.classes, grp.name)
-            a, p = self._assign(P, lo, up)
-            assign[grp.rows] = a
-            out[grp.rows] = _output_proba(P, a, None if p is None or self._weights_off() else np.exp(-(p - p.min())))
-            if p is not None:
-                prices[grp.name] = p.tolist()
-        self.assignment_ = assign
-        self.labels_ = np.asarray(table.classes, dtype=object)[assign]
-        self.prices_ = prices
-        self.output_model_ = name
-        return table.replace(probs=out[:, None, :], models=[name])
+            assign[grp.rows], out[grp.rows], extra = self._equalize(P, table.classes, grp.name)
+            if extra is not None:
+                info[grp.name] = extra
+        return assign, table.replace(probs=out[:, None, :], models=[name]), info
 
-    def get_state(self, directory) -> dict[str, Any]:
-        return {"params": {k: jsonable(v) for k, v in self.get_params().items()}}
+    def _fit_solve(self, X: Any, y: Any, groups: Any) -> tuple[PredictionTable, Form]:
+        table, form = self._fit_input(X, y)
+        assign, out, info = self._solve(table, groups)
+        self.assignment_ = assign
+        self.labels_ = self._labels(assign, table, form)
+        self._set_info(info)
+        self.output_model_ = out.models[0]
+        return out, form
+
+    def _set_info(self, info: dict[str, Any]) -> None:
+        self.prices_ = info
+
+    def fit(self, X: Any, y: Any = None, groups: Any = None) -> _Equalizer:
+        """Equalize ``X`` (per group) and keep the result; ``y`` only names the classes of an array."""
+        self._fit_solve(X, y, groups)
+        return self
+
+    def fit_predict(self, X: Any, y: Any = None, groups: Any = None) -> np.ndarray:
+        """The equalized class of every row of ``X``: labels (class indices for arrays fitted without ``y``)."""
+        self._fit_solve(X, y, groups)
+        return self.labels_
+
+    def fit_transform(self, X: Any, y: Any = None, groups: Any = None) -> Any:
+        """Probabilities of ``X`` whose argmax is exactly the equalized class of each row."""
+        out, form = self._fit_solve(X, y, groups)
+        return self._output(out, form, reduced=True)
+
+    def transform(self, X: Any, groups: Any = None) -> Any:
+        """Equalize a new batch; the output's argmax is its assignment.  The fitted state is not changed."""
+        self._check_fitted("classes_")
+        table, form = self._input(X)
+        return self._output(self._solve(table, groups)[1], form, reduced=True)
+
+    def predict(self, X: Any, groups: Any = None) -> np.ndarray:
+        """The equalized class of every row of a new batch.  The fitted state is not changed."""
+        self._check_fitted("classes_")
+        table, form = self._input(X)
+        return self._labels(self._solve(table, groups)[0], table, form)
+
+    def score(self, X: Any, y: Any = None, groups: Any = None, sample_weight: Any = None) -> float:
+        """Accuracy of :meth:`predict` against ``y`` (default: the table's labels)."""
+        from sklearn.metrics import accuracy_score
+
+        table, form = self._input(X)
+        pred = self.predict(table if form.kind != "array" else X, groups)
+        if y is None:
+            if not table.has_labels:
+                raise LabelError("score needs labels: give y, or a table with a label column", path=table.source)
+            known = table.y >= 0
+            return float(accuracy_score(table.labels[known], pred[known],
+                                        sample_weight=None if sample_weight is None else np.asarray(sample_weight)[known]))
+        return float(accuracy_score(np.asarray(y), pred, sample_weight=sample_weight))
+
+    def _restore(self, fitted: dict[str, Any]) -> None:
+        super()._restore(fitted)
+        if "classes_" not in fitted:  # saved before equalizers were fitted: they took any classes
+            self.classes_ = None
 
     def _weights_off(self) -> bool:
         return getattr(self, "objective", "log") != "log"
-
-    def predict(self, table: PredictionTable) -> np.ndarray:
-        """Assigned class name per row."""
-        self.transform(table)
-        return self.labels_
 
 
 @register("hungarian")
@@ -642,12 +721,21 @@ class HungarianEqualizer(_Equalizer):
 
     Attributes
     ----------
+    classes_ : ndarray
+        Class names (tables, DataFrames), ``y``'s labels, or column indices (arrays fitted without ``y``).
     assignment_ : ndarray of int
-        Class index per row of the last transformed table.
-    labels_ : ndarray of str
-        Class name per row.
+        Class index per row of the batch given to ``fit``.
+    labels_ : ndarray
+        Class label per row of that batch (``classes_[assignment_]``).
     prices_ : dict
-        Group name -> class prices (weights ``exp(-price)``).
+        Group name -> class prices (weights ``exp(-price)``) of that batch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> P = np.array([[0.6, 0.4], [0.7, 0.3], [0.2, 0.8], [0.9, 0.1]])
+    >>> HungarianEqualizer().fit_predict(P)
+    array([1, 0, 1, 0])
     """
 
     def __init__(

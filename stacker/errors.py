@@ -23,6 +23,7 @@ __all__ = [
     "BundleError",
     "ConfigError",
     "StudyError",
+    "NotFittedError",
 ]
 
 _MAX_ROWS_SHOWN = 5
@@ -68,7 +69,9 @@ class TableError(StackerError):
     def _format(self) -> str:
         where = []
         if self.path:
-            where.append(f"file {self.path!r}")
+            # In-memory inputs are named "<array X>", "<DataFrame X>": no file to quote.
+            in_memory = self.path.startswith("<") and self.path.endswith(">")
+            where.append(self.path[1:-1] if in_memory else f"file {self.path!r}")
         if self.column:
             where.append(f"column {self.column!r}")
         text = (", ".join(where) + ": " if where else "") + self.reason
@@ -118,3 +121,23 @@ class ConfigError(StackerError):
 
 class StudyError(StackerError):
     """A tuning study's storage is unreachable, or a study does not match this search space or table."""
+
+
+def _not_fitted_error() -> type:
+    from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+
+    class NotFittedError(StackerError, SklearnNotFittedError):
+        """A step was used before ``fit``: scikit-learn's ``NotFittedError``, and a :class:`StackerError`."""
+
+    NotFittedError.__module__ = __name__
+    NotFittedError.__qualname__ = "NotFittedError"
+    return NotFittedError
+
+
+def __getattr__(name: str) -> type:
+    # Built on first use: scikit-learn takes ~2 s to import, and the table commands never need it.
+    if name == "NotFittedError":
+        cls = _not_fitted_error()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from stacker.errors import ConfigError
+from stacker.postprocess import check_postprocess
 
 __all__ = ["Recipe", "FamilySpec", "MemberSpec", "get_recipe", "list_recipes", "DEFAULT_RECIPE", "sample_value"]
 
@@ -275,7 +276,6 @@ def _crc(text: str) -> int:
 
 
 _SETTINGS = ("class_weight", "tta_power", "postprocess", "time_limit")
-_POSTPROCESS = ("none", "hungarian", "greedy", "sinkhorn")
 
 
 def _check_settings(d: dict[str, Any], where: str) -> dict[str, Any]:
@@ -297,9 +297,7 @@ def _check_settings(d: dict[str, Any], where: str) -> dict[str, Any]:
         out["time_limit"] = check_time_limit(d["time_limit"], f"{where}: time_limit")
     post = d.get("postprocess")
     if post is not None:
-        if post not in _POSTPROCESS:
-            raise ConfigError(f"{where}: postprocess must be one of {list(_POSTPROCESS)}, got {post!r}")
-        out["postprocess"] = str(post)
+        out["postprocess"] = check_postprocess(post, f"{where}: postprocess")
     return out
 
 

@@ -580,35 +580,73 @@ def _parse_metadata(raw: dict[bytes, bytes] | None, source: str) -> dict[str, An
     return meta
 
 
+#: File kinds read_table knows, by their first bytes.
+_MAGIC = {b"PAR1": "parquet", b"PK\x03\x04": "npz", b"\x93NUMPY": "npy"}
+_CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zst")
+#: Arrays a .npz table may hold (``probs`` is required).
+NPZ_KEYS = ("probs", "classes", "models", "ids", "labels", "folds", "manip", "manip_kind", "views")
+
+
+def _file_kind(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(_CSV_SUFFIXES):
+        return "csv"
+    with open(path, "rb") as f:
+        head = f.read(6)
+    for magic, kind in _MAGIC.items():
+        if head.startswith(magic):
+            return kind
+    return "parquet"  # and let pyarrow say what is wrong with it
+
+
 def read_table(
     path: str | os.PathLike[str],
     *,
     renormalize: bool = False,
     atol: float = DEFAULT_ATOL,
+    classes: Sequence[str] | None = None,
+    models: Sequence[str] | None = None,
 ) -> PredictionTable:
-    """Read and validate a prediction table from parquet.
+    """Read and validate a prediction table from parquet, CSV, ``.npz`` or ``.npy``.
+
+    * parquet (the native format, :func:`write_table`): class order and models from its metadata;
+    * CSV (``*.csv``, compressed ``*.csv.gz`` ...): the same columns; classes and models in column order;
+    * ``.npz``: arrays ``probs`` (``(N, K)`` or ``(N, M, K)``), ``classes`` and optionally ``models``,
+      ``ids`` (default ``0..N-1``), ``labels`` (``""`` = unknown), ``folds`` (``-1`` = none), ``manip``,
+      ``manip_kind``, ``views``; strings as fixed-width NumPy strings (pickled objects are never loaded);
+    * ``.npy``: one ``probs`` array; ``classes`` (and for 3-d, ``models``) must be given here.
+
+    Every kind is validated by the same rules, with the same errors.
 
     Parameters
     ----------
     path : path-like
-        The parquet file.
+        The file; its kind is recognised by its first bytes (CSV by its suffix).
     renormalize : bool, default False
         Rescale rows that do not sum to 1 instead of refusing them.
     atol : float, default 1e-3
         Tolerance on row sums.
+    classes, models : sequence of str, optional
+        Class and model names of a ``.npy`` file (or instead of a ``.npz`` file's).
 
     Raises
     ------
     TableReadError
-        Missing, non-parquet or truncated file.
+        Missing, unreadable or truncated file.
     TableError
         Any schema or value problem; the message names the file, column and rows.
     """
+    source = str(path)
+    p = Path(path)
+    if not p.is_file():
+        raise TableReadError("no such file" if not p.exists() else "not a file", path=source)
+    kind = _file_kind(p)
+    if kind == "csv":
+        return _read_csv(p, source, renormalize, atol)
+    if kind in ("npz", "npy"):
+        return _read_numpy(p, kind, source, renormalize, atol, classes, models)
     import pyarrow.parquet as pq
 
-    source = str(path)
-    if not Path(path).is_file():
-        raise TableReadError("no such file" if not Path(path).exists() else "not a file", path=source)
     try:
         arrow = pq.read_table(path)
     except Exception as exc:
@@ -625,6 +663,101 @@ def read_table(
     )
 
 
+_INT_ID = r"-?(0|[1-9][0-9]{0,17})"
+
+
+def _read_csv(path: Path, source: str, renormalize: bool, atol: float) -> PredictionTable:
+    import re
+
+    try:
+        header = pd.read_csv(path, nrows=0)
+        cols = [str(c) for c in header.columns]
+        probs = [c for c in cols if SEP in c]
+        na = {c: ([""] if c not in probs else ["", "nan", "NaN", "NA", "null"]) for c in cols}
+        frame = pd.read_csv(path, dtype={c: str for c in cols if c not in probs}, keep_default_na=False,
+                            na_values=na)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, OSError) as exc:
+        raise TableReadError(f"not a readable CSV file ({str(exc).splitlines()[0] if str(exc) else exc!r})",
+                             path=source) from None
+    if ID in frame.columns:
+        ids = frame[ID]
+        # Integer ids stay integers (as parquet keeps them); "007" and names stay strings.
+        if ids.notna().all() and len(ids) and ids.map(lambda v: re.fullmatch(_INT_ID, v) is not None).all():
+            frame[ID] = ids.astype(np.int64)
+    return PredictionTable.from_frame(frame, source=source, renormalize=renormalize, atol=atol)
+
+
+def _read_numpy(path: Path, kind: str, source: str, renormalize: bool, atol: float,
+                classes: Sequence[str] | None, models: Sequence[str] | None) -> PredictionTable:
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if kind == "npz":
+            with loaded:
+                arrays = {k: loaded[k] for k in loaded.files}
+        else:
+            arrays = {"probs": loaded}
+    except ValueError as exc:
+        reason = ("it holds Python objects, which stacker never unpickles; save strings as NumPy strings "
+                  "(np.array(names, dtype=str))") if "pickle" in str(exc) else str(exc)
+        raise TableReadError(f"not a readable {kind} file: {reason}", path=source) from None
+    except (OSError, EOFError) as exc:
+        raise TableReadError(f"not a readable {kind} file, or truncated ({exc})", path=source) from None
+    unknown = sorted(set(arrays) - set(NPZ_KEYS))
+    if unknown:
+        raise SchemaError(f"unknown arrays {unknown}; a .npz table holds {list(NPZ_KEYS)}", path=source,
+                          column=unknown[0])
+    if "probs" not in arrays:
+        raise SchemaError("no 'probs' array", path=source, column="probs")
+    probs = arrays["probs"]
+    if probs.dtype.kind not in "biuf" or probs.ndim not in (2, 3):
+        raise SchemaError(f"'probs' must be a 2-d or 3-d numeric array, got {probs.dtype} {probs.shape}",
+                          path=source, column="probs")
+
+    def names(key: str, given: Sequence[str] | None, default: list[str] | None) -> list[str]:
+        if given is not None:
+            return [str(v) for v in given]
+        if key in arrays:
+            if arrays[key].ndim != 1:
+                raise SchemaError(f"'{key}' must be a 1-d array of names", path=source, column=key)
+            return [str(v) for v in arrays[key].tolist()]
+        if default is None:
+            raise SchemaError(f"no class names: a {kind} file needs {'a classes array' if kind == 'npz' else ''}"
+                              f"{' or ' if kind == 'npz' else ''}read_table(path, classes=[...])",
+                              path=source, column=key)
+        return default
+
+    k = probs.shape[-1]
+    m = 1 if probs.ndim == 2 else probs.shape[1]
+    class_names = names("classes", classes, None)
+    model_names = names("models", models, [path.stem] if m == 1 else [str(i) for i in range(m)])
+    n = len(probs)
+
+    def column(key: str) -> np.ndarray | None:
+        if key not in arrays:
+            return None
+        v = arrays[key]
+        if v.ndim != 1 or len(v) != n:
+            raise SchemaError(f"'{key}' must be a 1-d array of {n} values, got shape {v.shape}", path=source,
+                              column=key)
+        return v
+
+    ids = column("ids")
+    labels = column("labels")
+    if labels is not None:
+        labels = [None if str(v) == "" else str(v) for v in labels.tolist()]
+    folds = column("folds")
+    if folds is not None:
+        folds = pd.array([None if f < 0 else int(f) for f in folds.tolist()], dtype="Int64") \
+            if folds.dtype.kind in "iu" else folds
+    return PredictionTable.from_arrays(
+        ids=np.arange(n) if ids is None else ids.tolist(), probs=probs, classes=class_names, models=model_names,
+        labels=labels, folds=folds, manip=column("manip"),
+        manip_kind=None if column("manip_kind") is None else [str(v) for v in arrays["manip_kind"].tolist()],
+        views=None if column("views") is None else [str(v) for v in arrays["views"].tolist()],
+        source=source, renormalize=renormalize, atol=atol,
+    )
+
+
 def write_table(
     table: PredictionTable,
     path: str | os.PathLike[str],
@@ -632,9 +765,11 @@ def write_table(
     dtype: str = "float64",
     extra_metadata: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a table to parquet atomically (temporary file, then rename).
+    """Write a table to parquet (CSV when the name ends in ``.csv``) atomically (temporary file, then rename).
 
-    ``dtype="float32"`` halves the file; probabilities are then exact to ~1e-7.
+    ``dtype="float32"`` halves the file; probabilities are then exact to ~1e-7.  A CSV
+    keeps every float64 exactly (shortest round-trip text) but no metadata: the class
+    and model order are its column order, which :func:`read_table` reads back.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -643,6 +778,12 @@ def write_table(
     if dtype != "float64":
         cols = table.columns()
         frame[cols] = frame[cols].astype(dtype)
+    target = Path(path)
+    if target.name.lower().endswith(_CSV_SUFFIXES):
+        with atomic_path(target) as tmp:
+            codec = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}.get(target.suffix.lower())
+            frame.to_csv(tmp, index=False, compression=codec)
+        return target
     arrow = pa.Table.from_pandas(frame, preserve_index=False)
     info = table.metadata()
     if extra_metadata:

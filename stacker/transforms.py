@@ -29,6 +29,7 @@ from stacker.aggregate import aggregate_views as _aggregate_views
 from stacker.base import Transform, register
 from stacker.equalize import QuotaSpec, _Equalizer, _per_class
 from stacker.errors import ConfigError, LabelError, ProbabilityError
+from stacker.inputs import to_table
 from stacker.table import FOLD, PredictionTable
 
 __all__ = ["PowerMean", "PriorShift", "TemperatureScaling", "SinkhornEqualizer", "em_prior"]
@@ -70,16 +71,36 @@ class PowerMean(Transform):
         self.name = name
         self.view_weights = view_weights
 
-    def transform(self, table: PredictionTable) -> PredictionTable:
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = False  # stateless
+        return tags
+
+    def _check(self, form_kind: str) -> None:
         if self.over not in ("views", "models", "both"):
             raise ConfigError(f"PowerMean.over must be 'views', 'models' or 'both', got {self.over!r}")
+        if form_kind == "array" and self.over != "models":
+            raise ConfigError(
+                f"PowerMean(over={self.over!r}) averages the TTA views of each image, which an array does not "
+                "name; pass a table or DataFrame with id and view columns, or use over='models'"
+            )
+
+    def fit(self, X: Any, y: Any = None) -> PowerMean:
+        """Check the input; the power mean learns nothing."""
+        table, form = to_table(X)
+        self._check(form.kind)
+        return self
+
+    def transform(self, X: Any) -> Any:
+        table, form = to_table(X)
+        self._check(form.kind)
         out = table
         if self.over in ("views", "both"):
             out = _aggregate_views(out, self.p, view_weights=self.view_weights)
         if self.over in ("models", "both"):
             mean = power_mean(out.probs, self.p, axis=1)
             out = out.replace(probs=mean[:, None, :], models=[self.name])
-        return out
+        return self._output(out, form, reduced=self.over != "views")
 
 
 def em_prior(
@@ -137,9 +158,11 @@ class PriorShift(Transform):
 
     Attributes
     ----------
-    source_prior_ : ndarray
-    prior_ : dict
-        Model -> target prior used by the last :meth:`transform`.
+    classes_ : ndarray
+    source_prior_ : ndarray of shape (K,)
+
+    With ``prior="em"`` the target is estimated on each batch given to
+    :meth:`transform`; :meth:`estimate_prior` returns it.
     """
 
     def __init__(
@@ -154,21 +177,24 @@ class PriorShift(Transform):
         self.max_iter = max_iter
         self.tol = tol
 
-    def fit(self, table: PredictionTable) -> PriorShift:
+    def fit(self, X: Any, y: Any = None) -> PriorShift:
+        """Learn the source prior (from ``y`` or the table's labels with ``source_prior="labels"``)."""
+        table, form = self._fit_input(X, y)
         src = self.source_prior
         k = table.n_classes
         if isinstance(src, str):
             if src == "labels":
-                y = table.y if table.has_labels else None
-                if y is None:
+                if not table.has_labels:
                     raise LabelError(
-                        "source_prior='labels' needs a labelled fit table; give source_prior='uniform' or values",
+                        "source_prior='labels' needs labels at fit (y, or a label column); "
+                        "give source_prior='uniform' or values",
                         path=table.source,
                         column="label",
                     )
-                counts = np.bincount(y[y >= 0], minlength=k).astype(np.float64)
+                y_codes = table.y
+                counts = np.bincount(y_codes[y_codes >= 0], minlength=k).astype(np.float64)
                 if (counts == 0).any():
-                    missing = [table.classes[i] for i in np.flatnonzero(counts == 0)]
+                    missing = [self.classes_[i] for i in np.flatnonzero(counts == 0)]
                     raise LabelError(f"classes {missing} have no labelled rows", path=table.source, column="label")
                 self.source_prior_ = counts / counts.sum()
             elif src == "uniform":
@@ -183,50 +209,52 @@ class PriorShift(Transform):
             if isinstance(self.prior, str):
                 raise ConfigError(f"prior must be 'em' or values, got {self.prior!r}")
             _prior_vector(self.prior, table.classes, "prior")
-        self.classes_ = list(table.classes)
         return self
 
-    def transform(self, table: PredictionTable) -> PredictionTable:
-        src = getattr(self, "source_prior_", None)
-        if src is None:
-            if isinstance(self.source_prior, str) and self.source_prior != "uniform":
-                raise ConfigError("PriorShift is not fitted (call fit or fit_transform first)")
-            self.fit(table)
-            src = self.source_prior_
+    def _shift(self, table: PredictionTable) -> tuple[np.ndarray, np.ndarray]:
+        """``(shifted probabilities, target prior per model)``."""
+        self._check_fitted("source_prior_")
+        src = self.source_prior_
         if len(src) != table.n_classes:
-            raise ConfigError(f"fitted on {len(src)} classes, the table has {table.n_classes}")
+            raise ValueError(f"PriorShift was fitted on {len(src)} classes; the input has {table.n_classes}")
         out = np.empty_like(table.probs)
-        self.prior_ = {}
-        for m, model in enumerate(table.models):
+        priors = np.empty((table.n_models, table.n_classes))
+        for m in range(table.n_models):
             P = table.probs[:, m, :]
             if isinstance(self.prior, str):
-                prior, out[:, m, :], _ = em_prior(P, src, max_iter=self.max_iter, tol=self.tol)
+                priors[m], out[:, m, :], _ = em_prior(P, src, max_iter=self.max_iter, tol=self.tol)
             else:
-                prior = _prior_vector(self.prior, table.classes, "prior")
-                out[:, m, :] = _renorm(P * (prior / src))
+                priors[m] = _prior_vector(self.prior, table.classes, "prior")
+                out[:, m, :] = _renorm(P * (priors[m] / src))
             zero = out[:, m, :].sum(axis=1) <= 0
             if zero.any():
                 raise ProbabilityError(
                     "rows with no probability left after the prior shift", path=table.source,
                     rows=np.flatnonzero(zero),
                 )
-            self.prior_[model] = prior.tolist()
-        return table.replace(probs=out)
+        return out, priors
 
-    def get_state(self, directory: Path) -> dict[str, Any]:
-        state = super().get_state(directory)
+    def transform(self, X: Any) -> Any:
+        """Posteriors re-weighted to the target prior (estimated on ``X`` by EM with ``prior="em"``)."""
+        table, form = self._input(X)
+        return self._output(table.replace(probs=self._shift(table)[0]), form)
+
+    def estimate_prior(self, X: Any) -> np.ndarray:
+        """The target prior used on ``X``: ``(K,)`` for one model, ``(M, K)`` for several."""
+        table, _ = self._input(X)
+        priors = self._shift(table)[1]
+        return priors[0] if len(priors) == 1 else priors
+
+    def _fitted_state(self) -> dict[str, Any]:
+        state = super()._fitted_state()
         if hasattr(self, "source_prior_"):
-            state["fitted"] = {"source_prior_": self.source_prior_.tolist(), "classes_": self.classes_}
+            state["source_prior_"] = self.source_prior_.tolist()
         return state
 
-    @classmethod
-    def from_state(cls, state: dict[str, Any], directory: Path) -> PriorShift:
-        obj = cls(**state.get("params", {}))
-        fitted = state.get("fitted")
-        if fitted:
-            obj.source_prior_ = np.asarray(fitted["source_prior_"], dtype=np.float64)
-            obj.classes_ = list(fitted["classes_"])
-        return obj
+    def _restore(self, fitted: dict[str, Any]) -> None:
+        super()._restore(fitted)
+        if "source_prior_" in fitted:
+            self.source_prior_ = np.asarray(fitted["source_prior_"], dtype=np.float64)
 
 
 def _fit_temperature(P: np.ndarray, y: np.ndarray) -> float:
@@ -260,8 +288,10 @@ class TemperatureScaling(Transform):
 
     Attributes
     ----------
+    classes_ : ndarray
     temperature_ : dict
-        Model -> fitted temperature (``T > 1`` softens, ``T < 1`` sharpens).
+        Model -> fitted temperature (``T > 1`` softens, ``T < 1`` sharpens); the models
+        of an array are ``"0"``, ``"1"``, ... (positions).
     """
 
     def __init__(self) -> None:
@@ -270,59 +300,67 @@ class TemperatureScaling(Transform):
     @staticmethod
     def _labelled(table: PredictionTable) -> np.ndarray:
         if not table.has_labels:
-            raise LabelError("temperature scaling needs labels to fit", path=table.source, column="label")
+            raise LabelError("temperature scaling needs labels to fit (y, or a label column)", path=table.source,
+                             column="label")
         return table.y
 
-    def fit(self, table: PredictionTable) -> TemperatureScaling:
+    def _fit_table(self, table: PredictionTable) -> None:
         y = self._labelled(table)
         known = y >= 0
         self.temperature_ = {
             m: _fit_temperature(table.probs[known, i, :], y[known]) for i, m in enumerate(table.models)
         }
+
+    def fit(self, X: Any, y: Any = None) -> TemperatureScaling:
+        table, _ = self._fit_input(X, y)
+        self._fit_table(table)
         return self
 
-    def transform(self, table: PredictionTable) -> PredictionTable:
-        temps = getattr(self, "temperature_", None)
-        if temps is None:
-            raise ConfigError("TemperatureScaling is not fitted (call fit or fit_transform first)")
+    def _scaled(self, table: PredictionTable) -> PredictionTable:
+        self._check_fitted("temperature_")
+        temps = self.temperature_
         missing = [m for m in table.models if m not in temps]
         if missing:
-            raise ConfigError(f"no fitted temperature for models {missing}; fitted: {sorted(temps)}")
+            raise ValueError(f"no fitted temperature for models {missing}; fitted: {sorted(temps)}")
         out = np.stack([_apply_temperature(table.probs[:, i, :], temps[m]) for i, m in enumerate(table.models)], 1)
         return table.replace(probs=out)
 
-    def fit_transform(self, table: PredictionTable) -> PredictionTable:
-        self.fit(table)
+    def transform(self, X: Any) -> Any:
+        table, form = self._input(X)
+        return self._output(self._scaled(table), form)
+
+    def fit_transform(self, X: Any, y: Any = None) -> Any:
+        """Fit; the output is cross-fitted on the table's folds when it has a fold column, else in-sample."""
+        table, form = self._fit_input(X, y)
+        self._fit_table(table)
+        full = self._scaled(table)
         folds = table.folds
         if folds is None or FOLD not in table.meta.columns:
-            return self.transform(table)
-        y = table.y
+            return self._output(full, form)
+        y_codes = table.y
         f = np.asarray(table.meta[FOLD].fillna(-1).to_numpy(), dtype=np.int64)
         values = np.unique(f[f >= 0])
         if len(values) < 2:
-            return self.transform(table)
-        out = self.transform(table).probs.copy()  # rows outside every fold: the full fit
+            return self._output(full, form)
+        out = full.probs.copy()  # rows outside every fold: the full fit
         for v in values:
-            train = (f != v) & (f >= 0) & (y >= 0)
+            train = (f != v) & (f >= 0) & (y_codes >= 0)
             test = f == v
             for i in range(table.n_models):
-                t = _fit_temperature(table.probs[train, i, :], y[train])
+                t = _fit_temperature(table.probs[train, i, :], y_codes[train])
                 out[test, i, :] = _apply_temperature(table.probs[test, i, :], t)
-        return table.replace(probs=out)
+        return self._output(table.replace(probs=out), form)
 
-    def get_state(self, directory: Path) -> dict[str, Any]:
-        state = super().get_state(directory)
+    def _fitted_state(self) -> dict[str, Any]:
+        state = super()._fitted_state()
         if hasattr(self, "temperature_"):
-            state["fitted"] = {"temperature_": dict(self.temperature_)}
+            state["temperature_"] = dict(self.temperature_)
         return state
 
-    @classmethod
-    def from_state(cls, state: dict[str, Any], directory: Path) -> TemperatureScaling:
-        obj = cls(**state.get("params", {}))
-        fitted = state.get("fitted")
-        if fitted:
-            obj.temperature_ = {str(k): float(v) for k, v in fitted["temperature_"].items()}
-        return obj
+    def _restore(self, fitted: dict[str, Any]) -> None:
+        super()._restore(fitted)
+        if "temperature_" in fitted:
+            self.temperature_ = {str(k): float(v) for k, v in fitted["temperature_"].items()}
 
 
 def sinkhorn(
@@ -361,8 +399,11 @@ class SinkhornEqualizer(_Equalizer):
 
     Attributes
     ----------
+    classes_ : ndarray
+    labels_ : ndarray
+        Argmax class of every row of the batch given to ``fit``, after scaling.
     n_iter_ : dict
-        Group name -> iterations used.
+        Group name -> iterations used on that batch.
     """
 
     def __init__(
@@ -392,18 +433,14 @@ class SinkhornEqualizer(_Equalizer):
             raise ConfigError(f"quota proportions sum to {values.sum():g}, not 1")
         return values * n
 
-    def transform(self, table: PredictionTable) -> PredictionTable:
-        from stacker.equalize import _check_probs
+    def _equalize(self, P: np.ndarray, classes: Sequence[str], group: str) -> tuple[np.ndarray, np.ndarray, Any]:
+        targets = self._targets(len(P), classes, group)
+        starved = (P.sum(axis=0) <= 0) & (targets > 0)
+        if starved.any():
+            bad = [classes[i] for i in np.flatnonzero(starved)]
+            raise ConfigError(f"classes {bad} have zero probability everywhere in {group} but a positive quota")
+        scaled, n_iter = sinkhorn(P, targets, max_iter=self.max_iter, tol=self.tol)
+        return np.argmax(scaled, axis=1), scaled, n_iter
 
-        P_all, name = self._proba(table)
-        out = np.empty_like(P_all)
-        self.n_iter_ = {}
-        for grp in self._groups(table):
-            P = _check_probs(P_all[grp.rows])
-            targets = self._targets(len(grp.rows), table.classes, grp.name)
-            starved = (P.sum(axis=0) <= 0) & (targets > 0)
-            if starved.any():
-                bad = [table.classes[i] for i in np.flatnonzero(starved)]
-                raise ConfigError(f"classes {bad} have zero probability everywhere in {grp.name} but a positive quota")
-            out[grp.rows], self.n_iter_[grp.name] = sinkhorn(P, targets, max_iter=self.max_iter, tol=self.tol)
-        return table.replace(probs=out[:, None, :], models=[name])
+    def _set_info(self, info: dict[str, Any]) -> None:
+        self.n_iter_ = info

@@ -12,7 +12,7 @@ from conftest import make_table
 from stacker import Blend
 from stacker.blend import class_sample_weights
 from stacker.cli import main
-from stacker.errors import BundleError, ConfigError, LabelError
+from stacker.errors import BundleError, ConfigError, LabelError, NotFittedError
 from stacker.recipe import Recipe
 from stacker.table import PredictionTable, read_table, write_table
 
@@ -201,7 +201,7 @@ def test_fit_bad_input(table):
     partial.loc[3, "label"] = None
     with pytest.raises(LabelError, match="1 rows have no label"):
         Blend(TINY, n_jobs=1).fit(table.replace(meta=partial))
-    with pytest.raises(ConfigError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         Blend(TINY).predict_proba(table)
 
 

@@ -297,7 +297,7 @@ def test_greedy_topk_and_quotas():
 def test_hungarian_equalizer_by_manip_on_table():
     table = make_table(n_images=200, seed=3)
     eq = HungarianEqualizer(by="manip")
-    out = eq.transform(table)
+    out = eq.fit_transform(table)
     assert out.models == ("mean",) and len(out) == len(table)
     assert list(out.meta.columns) == list(table.meta.columns)
     manip = table.manip
@@ -311,7 +311,7 @@ def test_hungarian_equalizer_by_manip_on_table():
     assert list(eq.labels_[:3]) == [table.classes[i] for i in eq.assignment_[:3]]
     # A named model and the greedy rule.
     g = GreedyEqualizer(by="manip", model="cnn-a")
-    out_g = g.transform(table)
+    out_g = g.fit_transform(table)
     assert out_g.models == ("cnn-a",)
     assert np.array_equal(np.argmax(out_g.probs[:, 0, :], axis=1), g.assignment_)
 
@@ -322,7 +322,7 @@ def test_output_argmax_handles_exact_ties():
         [f"i{j}" for j in range(6)], np.full((6, 3), 1 / 3), ["a", "b", "c"], models=["m"]
     )
     eq = HungarianEqualizer()
-    out = eq.transform(table)
+    out = eq.fit_transform(table)
     assert np.array_equal(np.argmax(out.probs[:, 0, :], axis=1), eq.assignment_)
     assert np.bincount(eq.assignment_).tolist() == [2, 2, 2]
 
@@ -330,11 +330,11 @@ def test_output_argmax_handles_exact_ties():
 def test_equalizer_errors_name_group_and_column():
     table = make_table(n_images=40, seed=1)
     with pytest.raises(SchemaError, match="no group column 'camera'"):
-        HungarianEqualizer(by="camera").transform(table)
+        HungarianEqualizer(by="camera").fit_transform(table)
     with pytest.raises(ConfigError, match="group manip=0"):
-        HungarianEqualizer(by="manip", quota=3).transform(table)
+        HungarianEqualizer(by="manip", quota=3).fit_transform(table)
     with pytest.raises(SchemaError, match="no model"):
-        HungarianEqualizer(model="nope").transform(table)
+        HungarianEqualizer(model="nope").fit_transform(table)
 
 
 def test_null_group_values_are_refused():
@@ -344,5 +344,5 @@ def test_null_group_values_are_refused():
     t = table.replace(meta=meta)
     t.meta.loc[19, "manip_kind"] = None
     with pytest.raises(SchemaError, match="null group value") as err:
-        HungarianEqualizer(by="manip_kind").transform(t)
+        HungarianEqualizer(by="manip_kind").fit_transform(t)
     assert err.value.rows == [19]

@@ -101,11 +101,11 @@ def test_cifar_equalization_keeps_accuracy(cifar_table):
     mean = cifar_table.probs.mean(axis=1)
     before = float(np.mean(np.argmax(mean, axis=1) == y))
     exact = HungarianEqualizer()
-    exact.transform(cifar_table)
+    exact.fit(cifar_table)
     assert np.bincount(exact.assignment_).tolist() == [1000] * 10
     after = float(np.mean(exact.assignment_ == y))
     greedy = GreedyEqualizer()
-    greedy.transform(cifar_table)
+    greedy.fit(cifar_table)
     # The test set is balanced: forcing the quotas must not cost more than a hair of accuracy.
     assert after >= before - 0.002
     assert float(np.mean(greedy.assignment_ == y)) >= before - 0.01

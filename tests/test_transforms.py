@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stacker.aggregate import aggregate_views
-from stacker.errors import ConfigError, LabelError
+from stacker.errors import NotFittedError, ConfigError, LabelError
 from stacker.metrics import log_loss
 from stacker.table import PredictionTable
 from stacker.transforms import (
@@ -71,7 +71,8 @@ def test_prior_shift_known_and_em_on_tables():
     np.testing.assert_allclose(out.probs[:, 0, :], expected / expected.sum(axis=1, keepdims=True))
     em = PriorShift(prior="em", source_prior="uniform").fit(table)
     out_em = em.transform(table)
-    np.testing.assert_allclose(em.prior_["m"], target, atol=0.04)
+    np.testing.assert_allclose(em.estimate_prior(table), target, atol=0.04)
+    assert not hasattr(em, "prior_")  # transform and estimate_prior leave the fitted state alone
     assert log_loss(y, out_em.probs[:, 0, :]) < log_loss(y, P)
     # Source prior from labels: the fitted table's label frequencies.
     lab = PriorShift(prior={"a": 1, "b": 1, "c": 1}).fit(table)
@@ -80,14 +81,15 @@ def test_prior_shift_known_and_em_on_tables():
 
 def test_prior_shift_bad_input():
     table = make_table(n_images=20, labels=False)
-    with pytest.raises(LabelError, match="labelled"):
+    with pytest.raises(LabelError, match="needs labels at fit"):
         PriorShift().fit(table)
     with pytest.raises(ConfigError, match="zero entries"):
         PriorShift(prior=[0] + [1] * 9, source_prior="uniform").fit(table)
     with pytest.raises(ConfigError, match="source_prior"):
         PriorShift(source_prior="flat").fit(table)
-    with pytest.raises(ConfigError, match="not fitted"):
-        PriorShift(source_prior="labels").transform(table)
+    for source in ("labels", "uniform"):  # nothing fits itself inside transform
+        with pytest.raises(NotFittedError, match="not fitted"):
+            PriorShift(source_prior=source).transform(table)
 
 
 def test_temperature_scaling_fits_and_is_out_of_fold():
@@ -112,7 +114,7 @@ def test_temperature_scaling_fits_and_is_out_of_fold():
     assert log_loss(y, oof.probs[:, 0, :]) < log_loss(y, P)
     with pytest.raises(LabelError):
         TemperatureScaling().fit(make_table(labels=False))
-    with pytest.raises(ConfigError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         TemperatureScaling().transform(table)
 
 
@@ -130,15 +132,15 @@ def test_sinkhorn_meets_the_marginals():
 def test_sinkhorn_equalizer_by_group():
     table = make_table(n_images=200, seed=4)
     eq = SinkhornEqualizer(by="manip")
-    out = eq.transform(table)
+    out = eq.fit_transform(table)
     assert out.models == ("mean",)
     manip = table.manip
     for flag in (0, 1):
         np.testing.assert_allclose(out.probs[manip == flag, 0, :].sum(axis=0), 10.0, atol=1e-5)
     with pytest.raises(ConfigError, match="sum to 12"):
-        SinkhornEqualizer(quota=[3, 3, 3, 3, 0, 0, 0, 0, 0, 0]).transform(table)
+        SinkhornEqualizer(quota=[3, 3, 3, 3, 0, 0, 0, 0, 0, 0]).fit_transform(table)
     # A class nobody predicts cannot be given rows.
     P = np.tile([0.5, 0.5, 0.0], (6, 1))
     t = PredictionTable.from_arrays([str(i) for i in range(6)], P, ["a", "b", "c"], models=["m"])
     with pytest.raises(ConfigError, match="zero probability"):
-        SinkhornEqualizer().transform(t)
+        SinkhornEqualizer().fit_transform(t)

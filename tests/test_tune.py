@@ -32,7 +32,7 @@ from stacker.tune import (  # noqa: E402
     open_storage,
     tune,
 )
-from stacker.tune._scoring import score_oof  # noqa: E402
+from stacker.tune._scoring import resample_strata, score_oof  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,24 +106,54 @@ def test_challenge_score_weights_manipulated_rows():
     assert challenge_score(y, labels, manip) == pytest.approx(0.7 * 1.0 + 0.3 * 0.5)
 
 
-@pytest.mark.skipif("hungarian" not in available_postprocess(), reason="stacker.equalize is not installed")
-def test_equalizer_is_scored_on_balanced_resamples_and_helps_a_biased_model():
-    rng = np.random.default_rng(0)
-    k, n = 4, 400
+def _biased_oof(seed=0, k=4, n=400, manip=True):
+    """A labelled one-model table whose probabilities lean towards class 0 (which balancing undoes)."""
+    rng = np.random.default_rng(seed)
     y = np.repeat(np.arange(k), n // k)
     logits = rng.normal(size=(n, k))
     logits[np.arange(n), y] += 1.5
-    logits[:, 0] += 1.2  # a prior shift towards class 0 that balancing undoes
+    logits[:, 0] += 1.2
+    flag = (np.arange(n) // 2) % 2 if manip else None
+    if manip:
+        logits[flag == 1, 1] += 1.5  # the manipulated half leans towards class 1 as well
     p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    res = balanced_resamples(y, 5, seed=1)
-    none = score_oof(y, p, "none", res)
-    for choice in set(available_postprocess()) - {"none"}:
-        assert score_oof(y, p, choice, res) > none + 0.03, choice
-    # Each resample's assignment meets the balanced quotas exactly.
-    from stacker.tune._scoring import postprocess_labels
+    classes = list("abcd")[:k]
+    return PredictionTable.from_arrays(np.arange(n), p, classes, models=["blend"], labels=[classes[i] for i in y],
+                                       manip=flag)
 
-    labels = postprocess_labels("hungarian", p[res[0]], np.bincount(y[res[0]], minlength=k))
-    assert np.bincount(labels, minlength=k).tolist() == [len(res[0]) // k] * k
+
+def test_equalizer_is_scored_on_balanced_resamples_and_helps_a_biased_model():
+    table = _biased_oof(manip=False)
+    res = balanced_resamples(table.y, 5, seed=1)
+    none = score_oof(table, "none", res)
+    for choice in set(available_postprocess()) - {"none"}:
+        assert score_oof(table, choice, res) > none + 0.03, choice
+    # Each resample's assignment meets the balanced quotas exactly.
+    from stacker.postprocess import apply_postprocess
+
+    _, labels = apply_postprocess("hungarian", table.take(res[0]))
+    assert np.bincount(labels, minlength=4).tolist() == [len(res[0]) // 4] * 4
+
+
+def test_tune_scores_what_predict_deploys_per_manipulation_group(tmp_path):
+    """A study's score is the deployed chain's score on the same rows: the equalizer runs per manip group."""
+    from stacker.equalize import HungarianEqualizer
+    from stacker.tune._scoring import challenge_score, resample_strata
+
+    table = _biased_oof(seed=3)
+    res = balanced_resamples(table.y, 4, seed=2, strata=resample_strata(table))
+    for rows in res:  # balanced within each (class, manip) cell, as the test set was
+        sub = table.take(rows)
+        assert len({tuple(np.bincount(sub.y[sub.manip == f], minlength=4)) for f in (0, 1)}) == 1
+    deployed = []
+    for rows in res:  # what `stacker predict --post hungarian` does to a table with a manip column
+        sub = table.take(rows)
+        chain_labels = HungarianEqualizer(by="manip").fit_predict(sub)
+        codes = np.array([table.classes.index(c) for c in chain_labels])
+        deployed.append(challenge_score(sub.y, codes, sub.manip))
+    assert score_oof(table, "hungarian", res) == pytest.approx(float(np.mean(deployed)), abs=1e-12)
+    # Grouping matters here: equalizing the whole resample at once scores differently.
+    assert score_oof(table, "hungarian", res, by=None) != pytest.approx(float(np.mean(deployed)), abs=1e-6)
 
 
 def test_search_space_suggests_within_the_base_ranges():
@@ -168,8 +198,8 @@ def test_tune_scores_out_of_fold_and_exports_a_recipe_fit_accepts(tmp_path, tabl
     # The study's value is exactly the OOF score of a Blend refitted with the trial's settings.
     rec = Recipe.from_dict(best.user_attrs["recipe"])
     blend = Blend(recipe=rec, n_folds=3, seed=5, n_jobs=1).fit(table)
-    res = balanced_resamples(table.y, 3, seed=5)
-    expected = score_oof(table.y, blend.oof_.probs[:, 0, :], rec.postprocess, res, table.manip)
+    res = balanced_resamples(table.y, 3, seed=5, strata=resample_strata(blend.oof_))
+    expected = score_oof(blend.oof_, rec.postprocess, res)
     assert best.value == pytest.approx(expected, abs=1e-12)
     assert best.user_attrs["oof_accuracy"] == pytest.approx(blend.scores_["blend"]["all"]["accuracy"])
 

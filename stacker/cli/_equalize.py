@@ -66,7 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("table", help="prediction table (parquet), usually the Blend's output")
     p.add_argument("-o", "--output", help="equalized one-model table (parquet)")
-    p.add_argument("--submission", help="also write a Kaggle-style CSV 'fname,camera' (id, assigned class)")
+    p.add_argument("--submission", help="also write a Kaggle-style CSV: one row per id with its assigned class")
+    p.add_argument("--submission-columns", default="fname,camera", metavar="ID,CLASS",
+                   help="header of the submission's two columns (default: fname,camera, the camera challenge's)")
     p.add_argument("--by", action="append", help="meta column to equalize within (repeatable), e.g. manip")
     p.add_argument("--quota", help="per-class quota: counts or proportions (see above); default equal shares")
     p.add_argument("--lower", help="per-class lower bounds instead of --quota")
@@ -87,13 +89,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from stacker._io import atomic_path
     from stacker.equalize import GreedyEqualizer, HungarianEqualizer
-    from stacker.table import ID, VIEW, read_table, write_table
+    from stacker.submission import parse_columns, write_submission
+    from stacker.table import read_table, write_table
     from stacker.transforms import SinkhornEqualizer
 
     if not args.output and not args.submission:
         raise ConfigError("nothing to write: give -o/--output and/or --submission")
+    columns = parse_columns(args.submission_columns)
     table = read_table(args.table, renormalize=args.renormalize, atol=args.atol)
     by = None if not args.by else (args.by[0] if len(args.by) == 1 else args.by)
     quota, lower, upper = parse_quota(args.quota), parse_quota(args.lower), parse_quota(args.upper)
@@ -110,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
     before = np.argmax(table.probs.mean(axis=1) if args.model is None else table.proba(args.model), axis=1)
     t0 = time.perf_counter()
-    out = eq.transform(table)
+    out = eq.fit_transform(table)
     elapsed = time.perf_counter() - t0
     after = np.argmax(out.probs[:, 0, :], axis=1)
     changed = int((before != after).sum())
@@ -129,21 +132,6 @@ def run(args: argparse.Namespace) -> int:
         write_table(out, args.output)
         print(f"wrote {args.output}")
     if args.submission:
-        if VIEW in table.meta.columns and table.meta[VIEW].nunique() > 1:
-            raise ConfigError(
-                f"{args.table} has several views per image; aggregate them first (stacker aggregate)"
-            )
-        ids = table.meta[ID].astype(str)
-        dup = ids.duplicated(keep=False).to_numpy()
-        if dup.any():
-            raise ConfigError(
-                f"{args.table}: ids {ids[dup].head(3).tolist()} appear on several rows "
-                "(e.g. manipulated and unaltered variants); a submission needs one row per id"
-            )
-        import pandas as pd
-
-        frame = pd.DataFrame({"fname": ids.to_numpy(), "camera": eq.labels_})
-        with atomic_path(args.submission) as tmp:
-            frame.to_csv(tmp, index=False)
-        print(f"wrote {args.submission}: {len(frame)} rows")
+        write_submission(table, eq.assignment_, args.submission, columns=columns, source=args.table)
+        print(f"wrote {args.submission}: {len(table)} rows")
     return 0

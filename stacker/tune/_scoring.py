@@ -1,14 +1,19 @@
-"""Scores of out-of-fold predictions, with the post-processing applied the way the test set sees it.
+"""Scores of out-of-fold predictions, with the post-processing applied as ``stacker predict`` applies it.
 
 The equalizers (and Sinkhorn balancing) assume a batch with the same number of
-images of every class, as the challenge's test set had (264 per class).  The
-out-of-fold rows of a holdout rarely are balanced, so each post-processing
-choice is scored on ``n_resamples`` balanced resamples of the out-of-fold rows:
-per class, the same number of rows (default: half the smallest class) drawn
-without replacement.  The resamples
-depend only on the labels and the seed, so every trial of a study is scored on
-the same ones (common random numbers: differences between trials are not
-resampling noise).
+images of every class, as the challenge's test set had (264 per class, 132 of
+them unaltered and 132 manipulated).  The out-of-fold rows of a holdout rarely
+are balanced, so each post-processing choice is scored on ``n_resamples``
+balanced resamples of the out-of-fold rows: per class (and, when the
+post-processing groups by the manipulation flag, per class and flag), the same
+number of rows (default: half the smallest cell) drawn without replacement.  The
+resamples depend only on the labels and the seed, so every trial of a study is
+scored on the same ones (common random numbers: differences between trials are
+not resampling noise).
+
+Each resample is post-processed by the step ``stacker predict`` deploys
+(:func:`stacker.postprocess.deployed_step`: equal shares within each ``manip``
+group when the table has that column), so the study optimises what is deployed.
 
 The score is the challenge's: accuracy, or, when the table flags manipulated
 rows, ``0.7 * accuracy(unaltered) + 0.3 * accuracy(manipulated)``.
@@ -16,99 +21,56 @@ rows, ``0.7 * accuracy(unaltered) + 0.3 * accuracy(manipulated)``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from stacker.errors import ConfigError
+from stacker.postprocess import POSTPROCESS, apply_postprocess, check_postprocess, resolve_by
+from stacker.table import PredictionTable
 
 __all__ = [
     "POSTPROCESS",
     "available_postprocess",
-    "postprocess_labels",
     "balanced_resamples",
     "challenge_score",
     "score_oof",
 ]
 
-#: Post-processing choices the study searches over, in order.
-POSTPROCESS = ("none", "hungarian", "greedy", "sinkhorn")
 #: Weights of unaltered and manipulated rows in the challenge's score.
 UNALTERED_WEIGHT, MANIPULATED_WEIGHT = 0.7, 0.3
 
 
-Labeller = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-
-def _equalizer(name: str) -> Labeller | None:
-    """``(proba, counts) -> labels`` for an equalizer of :mod:`stacker.equalize`, if it is installed."""
-    try:
-        from stacker import equalize
-    except ImportError:
-        return None
-    if name == "hungarian" and hasattr(equalize, "solve_assignment"):
-        return lambda p, counts: equalize.solve_assignment(p, counts)[0]
-    if name == "greedy" and hasattr(equalize, "greedy_assignment"):
-        return lambda p, counts: equalize.greedy_assignment(p, counts, method="iterative")
-    return None
-
-
-def _sinkhorn() -> Labeller | None:
-    try:
-        from stacker import transforms
-    except ImportError:
-        return None
-    fn = getattr(transforms, "sinkhorn", None)
-    if fn is None:
-        return None
-
-    def run(p: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        scaled, _ = fn(p, counts.astype(np.float64))  # column totals = the batch's class counts
-        return np.argmax(scaled, axis=1)
-
-    return run
-
-
-def _resolve(name: str) -> Labeller | None:
-    if name == "none":
-        return lambda p, counts: np.argmax(p, axis=1)
-    if name in ("hungarian", "greedy"):
-        return _equalizer(name)
-    if name == "sinkhorn":
-        return _sinkhorn()
-    raise ConfigError(f"unknown post-processing {name!r}; choose from {list(POSTPROCESS)}")
-
-
 def available_postprocess() -> tuple[str, ...]:
-    """The post-processing choices whose implementation is importable here."""
-    return tuple(name for name in POSTPROCESS if _resolve(name) is not None)
-
-
-def postprocess_labels(name: str, proba: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Class index per row after post-processing ``name`` of one batch whose class counts are ``counts``."""
-    fn = _resolve(name)
-    if fn is None:
-        raise ConfigError(f"post-processing {name!r} is not available in this installation")
-    return np.asarray(fn(proba, np.asarray(counts, dtype=np.int64)), dtype=np.int64)
+    """The post-processing choices (all are in the core)."""
+    return POSTPROCESS
 
 
 def balanced_resamples(
-    y: np.ndarray, n_resamples: int, seed: int, *, per_class: int | None = None
+    y: np.ndarray, n_resamples: int, seed: int, *, per_class: int | None = None, strata: np.ndarray | None = None
 ) -> list[np.ndarray]:
     """``n_resamples`` arrays of row positions, each with ``per_class`` rows of every class.
 
     ``per_class`` defaults to half the size of the smallest class, so that
     resamples differ even when the rows are balanced already; classes absent
-    from ``y`` are ignored.
+    from ``y`` are ignored.  With ``strata`` (e.g. the manipulation flag) every
+    (class, stratum) cell gets the same number of rows, so each stratum is
+    balanced too; if a class lacks a stratum, the classes alone are balanced.
     """
     y = np.asarray(y)
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) == 0:
         return []
-    m = max(1, int(counts.min()) // 2) if per_class is None else min(int(per_class), int(counts.min()))
+    cells = [y == k for k in classes]
+    if strata is not None:
+        strata = np.asarray(strata)
+        by_cell = [c & (strata == s) for c in cells for s in np.unique(strata)]
+        if all(m.any() for m in by_cell):
+            cells = by_cell
+    sizes = np.array([int(m.sum()) for m in cells])
+    per_cell = None if per_class is None else int(per_class) // (len(cells) // len(classes))
+    m = max(1, int(sizes.min()) // 2) if per_cell is None else min(per_cell, int(sizes.min()))
     if m < 1:
         raise ConfigError("balanced resamples need at least one row of every class")
-    members = [np.flatnonzero(y == k) for k in classes]
+    members = [np.flatnonzero(c) for c in cells]
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(int(n_resamples)):
@@ -128,19 +90,26 @@ def challenge_score(y: np.ndarray, labels: np.ndarray, manip: np.ndarray | None 
 
 
 def score_oof(
-    y: np.ndarray,
-    proba: np.ndarray,
+    table: PredictionTable,
     choice: str,
     resamples: list[np.ndarray],
-    manip: np.ndarray | None = None,
+    by: str | None = "auto",
 ) -> float:
-    """Mean :func:`challenge_score` of ``choice`` over the balanced ``resamples`` of OOF rows."""
+    """Mean :func:`challenge_score` over the balanced ``resamples`` of a labelled out-of-fold table,
+    each post-processed by the deployed step (:func:`stacker.postprocess.apply_postprocess`)."""
+    check_postprocess(choice, "post-processing")
     if not resamples:
         raise ConfigError("no rows to score")
-    k = proba.shape[1]
+    y = table.y
+    manip = table.manip
     scores = []
     for rows in resamples:
-        # The batch's true class counts are the quotas, as the test set's 264 per class were known.
-        labels = postprocess_labels(choice, proba[rows], np.bincount(y[rows], minlength=k))
+        _, labels = apply_postprocess(choice, table.take(rows), by)
         scores.append(challenge_score(y[rows], labels, None if manip is None else manip[rows]))
     return float(np.mean(scores))
+
+
+def resample_strata(table: PredictionTable, by: str | None = "auto") -> np.ndarray | None:
+    """The column the deployed post-processing groups by, for :func:`balanced_resamples`."""
+    group = resolve_by(by, table.meta.columns)
+    return None if group is None else table.meta[group].to_numpy()

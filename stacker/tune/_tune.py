@@ -17,7 +17,7 @@ import numpy as np
 from stacker._io import atomic_write_text
 from stacker.errors import ConfigError, StudyError
 from stacker.table import VIEW, PredictionTable
-from stacker.tune._scoring import POSTPROCESS, available_postprocess, balanced_resamples, score_oof
+from stacker.tune._scoring import POSTPROCESS, available_postprocess, balanced_resamples, resample_strata, score_oof
 from stacker.tune._space import SearchSpace, TrialSettings
 from stacker.tune._storage import HEARTBEAT_INTERVAL, describe_storage, open_storage
 
@@ -193,13 +193,13 @@ class _Objective:
             # Pruning abandons the fold's remaining fits on purpose; joblib warns about each one.
             warnings.filterwarnings("ignore", message=".*tasks which were still being processed", category=UserWarning)
             blend.fit(table)
-        y = table.y
-        proba = blend.oof_.probs[:, 0, :]
+        oof = blend.oof_
         key = len(table)
         if key not in self._resamples:
-            # Labels and seed only: every trial (and every worker) scores the same resamples.
-            self._resamples[key] = balanced_resamples(y, self.n_resamples, self.seed, per_class=self.resample_size)
-        value = score_oof(y, proba, settings.postprocess, self._resamples[key], table.manip)
+            # Labels (and the deployed grouping) and seed only: every trial and worker scores the same resamples.
+            self._resamples[key] = balanced_resamples(oof.y, self.n_resamples, self.seed,
+                                                      per_class=self.resample_size, strata=resample_strata(oof))
+        value = score_oof(oof, settings.postprocess, self._resamples[key])
         blend_scores = blend.scores_["blend"]["all"]
         trial.set_user_attr("oof_accuracy", float(blend_scores["accuracy"]))
         trial.set_user_attr("oof_log_loss", float(blend_scores["log_loss"]))

@@ -1,0 +1,54 @@
+"""The submission file: one row per image id with its class, as Kaggle competitions take it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from stacker._io import atomic_path
+from stacker.errors import ConfigError
+from stacker.table import ID, VIEW, PredictionTable
+
+__all__ = ["parse_columns", "write_submission"]
+
+
+def parse_columns(text: str) -> tuple[str, str]:
+    """``"id,class"`` -> ``("id", "class")``: the header of the two columns."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+        raise ConfigError(f"submission columns must be two different names 'ID,CLASS', got {text!r}")
+    return parts[0], parts[1]
+
+
+def write_submission(
+    table: PredictionTable,
+    assigned: np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    columns: tuple[str, str] = ("id", "class"),
+    source: str | None = None,
+) -> Path:
+    """Write ``id,class`` (``columns``) with the class name of ``assigned[i]`` for row i, atomically.
+
+    Refused (:class:`~stacker.errors.ConfigError`) when an id has several rows (TTA views or
+    manipulated variants): a submission has one answer per id.
+    """
+    import pandas as pd
+
+    where = source or table.source or "the table"
+    if VIEW in table.meta.columns and table.meta[VIEW].nunique() > 1:
+        raise ConfigError(f"{where} has several views per image; aggregate them first (stacker aggregate, "
+                          "or a recipe's tta_power)")
+    ids = table.meta[ID].astype(str)
+    dup = ids.duplicated(keep=False).to_numpy()
+    if dup.any():
+        raise ConfigError(f"{where}: ids {ids[dup].head(3).tolist()} appear on several rows (e.g. manipulated and "
+                          "unaltered variants); a submission needs one row per id")
+    names = np.asarray(table.classes, dtype=object)[np.asarray(assigned, dtype=np.int64)]
+    frame = pd.DataFrame({columns[0]: ids.to_numpy(), columns[1]: names})
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        frame.to_csv(tmp, index=False)
+    return target
