@@ -20,11 +20,8 @@ from stacker.errors import (
     TableError,
     TableReadError,
 )
-from stacker.chain import Chain, load_chain
-from stacker.equalize import GreedyEqualizer, HungarianEqualizer, greedy_assignment, solve_assignment
 from stacker.merge import merge_tables
 from stacker.table import PredictionTable, read_table, write_table
-from stacker.transforms import PowerMean, PriorShift, SinkhornEqualizer, TemperatureScaling
 
 __all__ = [
     "__version__",
@@ -46,6 +43,7 @@ __all__ = [
     "MergeError",
     "BundleError",
     "ConfigError",
+    "NotFittedError",
     "Chain",
     "load_chain",
     "HungarianEqualizer",
@@ -61,8 +59,28 @@ __all__ = [
     "get_recipe",
 ]
 
-# The Blend pulls in scikit-learn; import it on first use so ``import stacker`` stays light.
-_LAZY = {"Blend": "stacker.blend", "Recipe": "stacker.recipe", "get_recipe": "stacker.recipe"}
+# The estimators pull in scikit-learn (~2 s); import them on first use, so that ``import stacker``
+# and the table commands (inspect, merge, aggregate) stay light.
+_LAZY = {
+    "Blend": "stacker.blend",
+    "Recipe": "stacker.recipe",
+    "get_recipe": "stacker.recipe",
+    "Chain": "stacker.chain",
+    "load_chain": "stacker.chain",
+    "HungarianEqualizer": "stacker.equalize",
+    "GreedyEqualizer": "stacker.equalize",
+    "greedy_assignment": "stacker.equalize",
+    "solve_assignment": "stacker.equalize",
+    "PowerMean": "stacker.transforms",
+    "PriorShift": "stacker.transforms",
+    "SinkhornEqualizer": "stacker.transforms",
+    "TemperatureScaling": "stacker.transforms",
+    "NotFittedError": "stacker.errors",
+}
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 def __getattr__(name: str):

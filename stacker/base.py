@@ -122,17 +122,26 @@ class Transform(TransformerMixin, BaseEstimator):
         return table, form
 
     def _input(self, X: Any) -> tuple[PredictionTable, Form]:
-        """The table of a fitted step's input, checked against the classes it was fitted on."""
+        """The table of a fitted step's input, checked against the classes it was fitted on.
+
+        A table or DataFrame whose classes are the fitted names in another order is reordered to
+        the fitted order (per-class state such as a source prior stays with its class).
+        """
         table, form = to_table(X)
         classes = getattr(self, "classes_", None)
-        if classes is not None and table.n_classes != len(classes):
+        if classes is None:
+            return table, form
+        if table.n_classes != len(classes):
             raise ValueError(
                 f"{type(self).__name__} was fitted on {len(classes)} classes; the input has {table.n_classes}"
             )
-        if classes is not None and form.kind != "array" and list(table.classes) != [str(c) for c in classes]:
-            if sorted(table.classes) != sorted(str(c) for c in classes):
-                raise ValueError(f"{type(self).__name__} was fitted on classes {list(classes)}; "
+        names = [str(c) for c in classes]
+        if form.kind != "array" and np.asarray(classes).dtype == object and list(table.classes) != names:
+            if sorted(table.classes) != sorted(names):
+                raise ValueError(f"{type(self).__name__} was fitted on classes {names}; "
                                  f"the input has {list(table.classes)}")
+            order = [table.classes.index(c) for c in names]
+            table = table.replace(probs=table.probs[:, :, order], classes=names)
         return table, form
 
     def _labels(self, codes: np.ndarray, table: PredictionTable, form: Form) -> np.ndarray:

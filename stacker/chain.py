@@ -36,7 +36,6 @@ from sklearn.utils.metaestimators import available_if
 from stacker._io import atomic_dir
 from stacker.base import Transform, get_transform_class, register
 from stacker.errors import BundleError, ConfigError, NotFittedError
-from stacker.table import PredictionTable
 
 __all__ = ["Chain", "load_chain", "CHAIN_FORMAT", "CHAIN_VERSION"]
 

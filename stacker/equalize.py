@@ -93,7 +93,6 @@ import numpy as np
 import pandas as pd
 
 from stacker._assign_kernels import TINY, kernels
-from stacker._io import jsonable
 from sklearn.base import ClassifierMixin
 
 from stacker.base import Transform, register

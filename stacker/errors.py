@@ -23,7 +23,7 @@ __all__ = [
     "BundleError",
     "ConfigError",
     "StudyError",
-    "NotFittedError",
+    "NotFittedError",  # noqa: F822 - built on first use by __getattr__
 ]
 
 _MAX_ROWS_SHOWN = 5

@@ -726,7 +726,6 @@ def _read_numpy(path: Path, kind: str, source: str, renormalize: bool, atol: flo
                               path=source, column=key)
         return default
 
-    k = probs.shape[-1]
     m = 1 if probs.ndim == 2 else probs.shape[1]
     class_names = names("classes", classes, None)
     model_names = names("models", models, [path.stem] if m == 1 else [str(i) for i in range(m)])

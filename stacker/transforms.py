@@ -19,7 +19,6 @@ so a fitted :class:`~stacker.chain.Chain` saves and loads it as JSON.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np

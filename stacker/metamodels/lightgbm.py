@@ -6,7 +6,6 @@ import re
 import warnings
 from typing import Any
 
-import numpy as np
 
 from stacker.cv import inner_split
 from stacker.metamodels._base import MetaModel

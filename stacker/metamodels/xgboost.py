@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 
 from stacker.cv import inner_split
 from stacker.metamodels._base import MetaModel

@@ -16,7 +16,7 @@ import numpy as np
 
 from stacker._io import atomic_write_text
 from stacker.errors import ConfigError, StudyError
-from stacker.table import VIEW, PredictionTable
+from stacker.table import PredictionTable
 from stacker.tune._scoring import POSTPROCESS, available_postprocess, balanced_resamples, resample_strata, score_oof
 from stacker.tune._space import SearchSpace, TrialSettings
 from stacker.tune._storage import HEARTBEAT_INTERVAL, describe_storage, open_storage
