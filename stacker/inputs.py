@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from stacker.errors import LabelError, SchemaError, TableError
-from stacker.table import ID, LABEL, PredictionTable
+from stacker.table import DEFAULT_ATOL, ID, LABEL, PredictionTable
 
 __all__ = [
     "ACCEPTED", "Form", "to_table", "from_table", "encode_labels", "infer_n_classes", "labels_to_names",
@@ -129,10 +129,11 @@ def to_table(
     n, m, k = probs.shape
     if n == 0:
         raise ValueError(f"{what} has no rows")
-    meta = pd.DataFrame({ID: np.arange(n)})
+    # Row positions are the ids: unique by construction, so only the probabilities need checking.
+    table = PredictionTable(pd.DataFrame({ID: np.arange(n)}), probs, [str(c) for c in range(k)],
+                            [str(i) for i in range(m)], source=f"<array {what}>", validate=False)
     try:
-        table = PredictionTable(meta, probs, [str(c) for c in range(k)], [str(i) for i in range(m)],
-                                source=f"<array {what}>", renormalize=renormalize)
+        table._validate_probs(renormalize=renormalize, atol=DEFAULT_ATOL)
     except TableError as exc:
         raise type(exc)(exc.reason, path=exc.path, column=_column_text(exc.column, kind, k, what),
                         rows=exc.rows) from None
@@ -154,14 +155,14 @@ def from_table(table: PredictionTable, form: Form, *, reduced: bool = False) -> 
         if form.index is not None and len(form.index) == len(frame):
             frame.index = form.index
         return frame
-    probs = table.probs
+    probs = table.probs  # a step's output table is new, so its array is handed out without a copy
     if reduced and probs.shape[1] == 1:
-        return probs[:, 0, :].copy()
+        return probs[:, 0, :]
     if form.layout == "stacked":
-        return probs.copy()
+        return probs
     if probs.shape[1] == 1:
-        return probs[:, 0, :].copy()
-    return probs.reshape(len(probs), -1).copy()
+        return probs[:, 0, :]
+    return probs.reshape(len(probs), -1)
 
 
 def _check_y(y: Any, n: int, what: str = "y") -> np.ndarray:

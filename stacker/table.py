@@ -41,6 +41,7 @@ import pandas as pd
 
 from stacker._io import atomic_path
 from stacker.errors import (
+    ConfigError,
     DuplicateKeyError,
     EmptyTableError,
     LabelError,
@@ -316,58 +317,7 @@ class PredictionTable:
         if null_id.any():
             raise SchemaError("null image ids", path=src, column=ID, rows=_first_rows(null_id))
 
-        if renormalize:
-            self.probs = self.probs.copy()
-        p = self.probs
-        for mi, model in enumerate(self.models):
-            block = p[:, mi, :]
-            finite = np.isfinite(block)
-            if not finite.all():
-                r, k = np.argwhere(~finite)[0]
-                rows = _first_rows(~finite.all(axis=1))
-                raise ProbabilityError(
-                    "NaN or infinite probabilities",
-                    path=src,
-                    column=prob_column(model, self.classes[k]),
-                    rows=rows,
-                    ids=self._ids_at(rows),
-                )
-            neg = block < 0
-            if neg.any():
-                r, k = np.argwhere(neg)[0]
-                rows = _first_rows(neg.any(axis=1))
-                raise ProbabilityError(
-                    "negative probabilities",
-                    path=src,
-                    column=prob_column(model, self.classes[k]),
-                    rows=rows,
-                    ids=self._ids_at(rows),
-                )
-            sums = block.sum(axis=1)
-            if renormalize:
-                zero = sums <= 0
-                if zero.any():
-                    rows = _first_rows(zero)
-                    raise ProbabilityError(
-                        "rows of all-zero probabilities cannot be renormalised",
-                        path=src,
-                        column=f"{model}{SEP}*",
-                        rows=rows,
-                        ids=self._ids_at(rows),
-                    )
-                p[:, mi, :] = block / sums[:, None]
-            else:
-                off = np.abs(sums - 1.0) > atol
-                if off.any():
-                    rows = _first_rows(off)
-                    raise ProbabilityError(
-                        f"rows do not sum to 1 within {atol:g} (sums {np.round(sums[rows], 6).tolist()}); "
-                        "pass renormalize=True (CLI: --renormalize) to rescale them",
-                        path=src,
-                        column=f"{model}{SEP}*",
-                        rows=rows,
-                        ids=self._ids_at(rows),
-                    )
+        self._validate_probs(renormalize=renormalize, atol=atol)
 
         meta = self.meta
         if LABEL in meta.columns:
@@ -426,6 +376,75 @@ class PredictionTable:
                 rows=rows,
                 ids=self._ids_at(rows),
             )
+
+    def _validate_probs(self, *, renormalize: bool, atol: float) -> None:
+        """Finite, non-negative, rows summing to 1 within ``atol`` (or renormalised), per model."""
+        src = self.source
+        if not isinstance(atol, (int, float)) or not np.isfinite(atol) or atol < 0:
+            raise ConfigError(f"the row-sum tolerance atol must be a finite number >= 0, got {atol!r}")
+        if renormalize:
+            self.probs = self.probs.copy()
+        p = self.probs
+        for mi, model in enumerate(self.models):
+            block = p[:, mi, :]
+            sums = block.sum(axis=1)
+            # One pass for the minimum and one for the sums decide the common case (NaN and inf make
+            # the sum non-finite); the element-wise scans below run only to name the offenders.
+            if (len(block) and block.min() >= 0 and np.isfinite(sums).all()
+                    and (renormalize and (sums > 0).all() or not renormalize and (np.abs(sums - 1.0) <= atol).all())):
+                if renormalize:
+                    p[:, mi, :] = block / sums[:, None]
+                continue
+            finite = np.isfinite(block)
+            if not finite.all():
+                r, k = np.argwhere(~finite)[0]
+                rows = _first_rows(~finite.all(axis=1))
+                raise ProbabilityError(
+                    "NaN or infinite probabilities",
+                    path=src,
+                    column=prob_column(model, self.classes[k]),
+                    rows=rows,
+                    ids=self._ids_at(rows),
+                )
+            neg = block < 0
+            if neg.any():
+                r, k = np.argwhere(neg)[0]
+                rows = _first_rows(neg.any(axis=1))
+                raise ProbabilityError(
+                    "negative probabilities",
+                    path=src,
+                    column=prob_column(model, self.classes[k]),
+                    rows=rows,
+                    ids=self._ids_at(rows),
+                )
+            if renormalize:
+                zero = sums <= 0
+                if zero.any():
+                    rows = _first_rows(zero)
+                    raise ProbabilityError(
+                        "rows of all-zero probabilities cannot be renormalised",
+                        path=src,
+                        column=f"{model}{SEP}*",
+                        rows=rows,
+                        ids=self._ids_at(rows),
+                    )
+                huge = ~np.isfinite(sums)  # finite values whose sum overflows (1e308s): scale by the row max first
+                if huge.any():
+                    block[huge] = block[huge] / block[huge].max(axis=1, keepdims=True)
+                    sums = block.sum(axis=1)
+                p[:, mi, :] = block / sums[:, None]
+            else:
+                off = np.abs(sums - 1.0) > atol
+                if off.any():
+                    rows = _first_rows(off)
+                    raise ProbabilityError(
+                        f"rows do not sum to 1 within {atol:g} (sums {np.round(sums[rows], 6).tolist()}); "
+                        "pass renormalize=True (CLI: --renormalize) to rescale them",
+                        path=src,
+                        column=f"{model}{SEP}*",
+                        rows=rows,
+                        ids=self._ids_at(rows),
+                    )
 
     # ---------------------------------------------------------------- accessors
     def __len__(self) -> int:

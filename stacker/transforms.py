@@ -432,7 +432,8 @@ class SinkhornEqualizer(_Equalizer):
             raise ConfigError(f"quota proportions sum to {values.sum():g}, not 1")
         return values * n
 
-    def _equalize(self, P: np.ndarray, classes: Sequence[str], group: str) -> tuple[np.ndarray, np.ndarray, Any]:
+    def _equalize(self, P: np.ndarray, classes: Sequence[str], group: str,
+                  output: bool) -> tuple[np.ndarray, np.ndarray | None, Any]:
         targets = self._targets(len(P), classes, group)
         starved = (P.sum(axis=0) <= 0) & (targets > 0)
         if starved.any():

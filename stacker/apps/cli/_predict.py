@@ -1,0 +1,74 @@
+"""``stacker predict BUNDLE TABLE -o OUT [--submission CSV]``: apply a saved Blend to a prediction table."""
+
+from __future__ import annotations
+
+import argparse
+
+from stacker.apps.cli._common import add_table_options
+from stacker.postprocess import POSTPROCESS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="apply a saved Blend bundle to a prediction table",
+        description="Checks the table against the bundle's classes and models, and writes a prediction "
+        "table with one model, 'blend', keeping the input's id/label/fold/manip/manip_kind/view columns, "
+        "and/or a submission CSV with one class per id.",
+    )
+    p.add_argument("bundle", help="bundle directory written by 'stacker fit'")
+    p.add_argument("table", help="prediction table to predict (parquet, CSV or .npz)")
+    p.add_argument("-o", "--output", help="output prediction table (parquet, or CSV by its suffix)")
+    p.add_argument("--submission", help="also write a submission CSV: one row per id with its class")
+    p.add_argument("--submission-columns", default="id,class", metavar="ID,CLASS",
+                   help="header of the submission's two columns (default: id,class)")
+    p.add_argument("--post", choices=["recipe", *POSTPROCESS], default="recipe",
+                   help="post-processing of the blend's probabilities: exact (hungarian) or greedy equalization, "
+                   "Sinkhorn scaling, or none; default: the recipe's postprocess setting (none if unset)")
+    p.add_argument("--by", default="auto",
+                   help="group column for the post-processing (default: manip when the table has it; 'none')")
+    add_table_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from stacker.blend import Blend
+    from stacker.errors import ConfigError
+    from stacker.postprocess import apply_postprocess, resolve_by
+    from stacker.submission import parse_columns, write_submission
+    from stacker.table import read_table, write_table
+
+    if not args.output and not args.submission:
+        raise ConfigError("nothing to write: give -o/--output and/or --submission")
+    columns = parse_columns(args.submission_columns)
+    blend = Blend.load(args.bundle)
+    table = read_table(args.table, renormalize=args.renormalize, atol=args.atol)
+    out = blend.transform(table)
+    post = blend.recipe_.postprocess if args.post == "recipe" else args.post
+    post = None if post == "none" else post
+    by = resolve_by(args.by, out.meta.columns)
+    if post is not None:
+        out, assigned = apply_postprocess(post, out, by)
+    else:
+        assigned = out.probs[:, 0].argmax(axis=1)
+    written = []
+    if args.output:
+        write_table(out, args.output)
+        written.append(args.output)
+    if args.submission:
+        write_submission(out, assigned, args.submission, columns=columns, source=args.table)
+        written.append(args.submission)
+    msg = f"wrote {', '.join(written)}: {len(out)} rows" + (
+        f", {post} post-processing by {by or 'all rows'}" if post else "")
+    if out.has_labels:
+        import numpy as np
+
+        from stacker import metrics
+
+        y = out.y
+        known = y >= 0
+        p = out.probs[known, 0]
+        msg += (f" (accuracy {np.mean(assigned[known] == y[known]):.4f}, log loss "
+                f"{metrics.log_loss(y[known], p):.4f} on {int(known.sum())} labelled rows)")
+    print(msg)
+    return 0
