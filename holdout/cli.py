@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stacker._version import __version__
+from stacker import __version__
 
 __all__ = ["main", "build_parser"]
 
@@ -106,7 +106,7 @@ def _cmd_manipulate(args) -> int:
     from holdout.errors import ImageError
     from holdout.manipulate import MANIPULATIONS, manipulate, parse_manipulation, random_manipulation
     from holdout.scan import write_manifest
-    from stacker._io import atomic_path
+    from stacker.files import atomic_path
 
     kinds = list(MANIPULATIONS) if args.kinds == "all" else [k.strip() for k in args.kinds.split(",")]
     for k in kinds:
@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from stacker.cli._common import run_command
+    from stacker.console import run_command
 
     return run_command("holdout", args)
 

@@ -286,7 +286,7 @@ def dump_rules(rules: Rules, path: str | os.PathLike[str]) -> None:
     """Write rules as TOML (atomically)."""
     import tomli_w
 
-    from stacker._io import atomic_write_text
+    from stacker.files import atomic_write_text
 
     atomic_write_text(path, tomli_w.dumps(rules.to_dict()))
 

@@ -323,7 +323,7 @@ def scan_dir(root: str | os.PathLike[str], *, jobs: int | None = 1, progress: bo
 
 def write_manifest(df, path: str | os.PathLike[str]) -> None:
     """Write a DataFrame as parquet atomically (temp file, then rename)."""
-    from stacker._io import atomic_path
+    from stacker.files import atomic_path
 
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)

@@ -111,7 +111,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_oof(args: argparse.Namespace) -> int:
-    from level1.train import train_oof
+    from level1.oof import train_oof
 
     cfg = _config(args)
     path, skipped = train_oof(cfg, args.output, test_inputs=args.test, table_path=args.table,
@@ -142,7 +142,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stacker._version import __version__
+    from stacker import __version__
 
     parser = argparse.ArgumentParser(prog="level1", description="Level-1 timm CNNs whose output is a prediction table.")
     parser.add_argument("--version", action="version", version=f"level1 (stacker {__version__})")
@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "predict" and not args.images and not args.manifest:
         parser.error("predict: give image files/folders or --manifest")
-    from stacker.cli._common import run_command
+    from stacker.console import run_command
 
     hint = f"; continue with: level1 {args.command} ... -o {args.output} --resume" if args.command != "predict" else ""
     return run_command("level1", args, interrupt_hint=hint)

@@ -288,7 +288,7 @@ def write_skipped(skipped: Sequence[Skipped], path: str | os.PathLike[str]) -> N
     import csv
     import io
 
-    from stacker._io import atomic_write_text
+    from stacker.files import atomic_write_text
 
     buf = io.StringIO()
     w = csv.writer(buf)

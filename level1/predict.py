@@ -17,7 +17,6 @@ The model name of the table is the run directory's name unless ``name`` is given
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -29,71 +28,9 @@ import numpy as np
 from level1.config import Level1Config
 from level1.data import EvalDataset, ImageRecord, Skipped, collate_eval, probe_records, view_names
 from level1.errors import RunError
+from level1.run import load_models, resolve_device, resolve_runs, run_info
 
-__all__ = ["resolve_runs", "run_info", "load_models", "predict_items", "predict_records", "predict", "write_prediction"]
-
-
-def resolve_runs(path: str | os.PathLike[str]) -> list[Path]:
-    """The run directories behind ``path``: itself, or the fold runs of an OOF directory."""
-    from level1.train import OOF_FILE, RUN_FILE
-
-    p = Path(path)
-    if (p / OOF_FILE).is_file():
-        info = json.loads((p / OOF_FILE).read_text())
-        runs = [p / r for r in info["runs"]]
-        missing = [str(r) for r in runs if not (r / RUN_FILE).is_file()]
-        if missing:
-            raise RunError(f"OOF run {str(p)!r} lacks the fold runs {missing}")
-        return runs
-    if (p / RUN_FILE).is_file():
-        return [p]
-    raise RunError(f"{str(p)!r} is not a level1 run directory (no {RUN_FILE} or {OOF_FILE})")
-
-
-def run_info(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    from level1.train import RUN_FILE
-
-    p = Path(run_dir) / RUN_FILE
-    try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError) as exc:
-        raise RunError(f"cannot read {str(p)!r} ({exc})") from None
-
-
-def load_models(run_dir: str | os.PathLike[str], which: str, device: Any) -> list[Any]:
-    """The run's networks for ``which`` in ``top`` (every kept checkpoint), ``best`` or ``last``."""
-    import torch
-
-    from level1.model import Level1Net
-    from level1.train import LAST
-
-    run = Path(run_dir)
-    info = run_info(run)
-    cfg = info["config"]
-    if which == "last":
-        state = torch.load(run / LAST, map_location="cpu", weights_only=True)
-        states = [state["ema"] if state.get("ema") is not None else state["model"]]
-    else:
-        kept = info.get("checkpoints") or []
-        if not kept:
-            raise RunError(f"run {str(run)!r} has no checkpoint yet")
-        kept = kept[:1] if which == "best" else kept
-        states = []
-        for c in kept:
-            f = run / c["file"]
-            if not f.is_file():
-                raise RunError(f"checkpoint {str(f)!r} listed in run.json is missing")
-            states.append(torch.load(f, map_location="cpu", weights_only=True)["model"])
-    models = []
-    for st in states:
-        m = Level1Net(cfg["model"], len(info["classes"]), drop_rate=cfg.get("drop_rate", 0.0))
-        try:
-            m.load_state_dict(st)
-        except RuntimeError as exc:
-            raise RunError(f"a checkpoint of {str(run)!r} does not fit its model: {exc}") from None
-        m.to(device).eval()
-        models.append(m)
-    return models
+__all__ = ["predict_items", "predict_records", "predict", "write_prediction"]
 
 
 def predict_items(
@@ -170,7 +107,6 @@ def predict_records(
     ``folds`` fills the fold column (None: null).  Returns the table and the skipped files.
     """
     from stacker.table import PredictionTable
-    from level1.train import resolve_device
 
     runs = [Path(r) for r in run_dirs]
     infos = [run_info(r) for r in runs]

@@ -1,12 +1,9 @@
-"""Training loops: one model (:func:`train_model`) or K fold models and their OOF table (:func:`train_oof`).
+"""The training loop of one model (:func:`train_model`); K fold models are :mod:`level1.oof`.
 
 Run directory
-    ``run.json`` (config, classes, kept checkpoints with their scores, history),
-    ``split.csv`` (every image with its role), ``checkpoints/epochNNN.pt`` (the top-k
-    model weights, EMA weights when EMA is on), ``last.pt`` (everything needed to resume:
-    model, EMA, optimizer, plateau scheduler, AMP scaler, epoch) and ``skipped.csv``.
-    All files are written atomically; ``last.pt`` after every epoch, so an interrupted run
-    resumes from its last finished epoch (``resume=True`` / ``level1 train --resume``).
+    The files of :mod:`level1.run`, all written atomically; ``last.pt`` after every epoch,
+    so an interrupted run resumes from its last finished epoch (``resume=True`` /
+    ``level1 train --resume``).
 
 Schedule
     ``epochs`` epochs of Adam, the learning rate either reduced on plateau of the
@@ -28,7 +25,6 @@ import copy
 import dataclasses
 import json
 import math
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -43,21 +39,16 @@ from level1.data import (
     ImageRecord,
     Skipped,
     TrainDataset,
-    assign_folds,
     load_source,
     probe_records,
     split_records,
     write_skipped,
 )
-from level1.errors import ImageDataError, RunError
-from stacker._io import atomic_path, atomic_write_text
+from level1.errors import ImageDataError
+from level1.run import LAST, RUN_FILE, SPLIT_FILE, prepare_run_dir, resolve_device
+from stacker.files import atomic_path, atomic_write_text
 
-__all__ = ["TrainResult", "train_model", "train_oof", "resolve_device", "RUN_FILE", "OOF_FILE"]
-
-RUN_FILE = "run.json"
-OOF_FILE = "oof.json"
-LAST = "last.pt"
-
+__all__ = ["TrainResult", "train_model", "write_json"]
 
 @dataclass
 class TrainResult:
@@ -69,19 +60,6 @@ class TrainResult:
     skipped: list[Skipped] = field(default_factory=list)
 
 
-def resolve_device(name: str) -> Any:
-    """``auto`` -> CUDA when available, else CPU; asking for CUDA without one is a ConfigError."""
-    import torch
-
-    from stacker.errors import ConfigError
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"option 'device' is {name!r} but torch sees no CUDA device")
-    return torch.device(name)
-
-
 def _save_torch(obj: Any, path: Path) -> None:
     import torch
 
@@ -89,7 +67,7 @@ def _save_torch(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def _write_json(path: Path, obj: Any) -> None:
+def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=str))
 
 
@@ -201,26 +179,6 @@ def _validate(model: Any, val: list[ImageRecord], items: list[tuple[int, str]], 
     return out, skipped
 
 
-def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> bool:
-    """Return True when an existing run is resumed."""
-    if (out / LAST).exists() or (out / RUN_FILE).exists():
-        if resume:
-            if not (out / LAST).exists():
-                raise RunError(f"run {str(out)!r} has no {LAST} to resume from")
-            return True
-        if overwrite:
-            shutil.rmtree(out)
-        else:
-            raise RunError(f"run directory {str(out)!r} already holds a run; pass resume (--resume) or overwrite (--overwrite)")
-    elif resume and out.exists() and any(out.iterdir()):
-        raise RunError(f"{str(out)!r} is not a level1 run directory (no {RUN_FILE})")
-    elif out.exists() and any(out.iterdir()) and not overwrite:
-        raise RunError(f"output directory {str(out)!r} is not empty; pass overwrite (--overwrite)")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "checkpoints").mkdir(exist_ok=True)
-    return False
-
-
 def train_model(
     cfg: Level1Config,
     out_dir: str | Path,
@@ -256,14 +214,14 @@ def train_model(
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out = Path(out_dir)
-    resuming = _prepare_run_dir(out, resume, overwrite)
+    resuming = prepare_run_dir(out, resume, overwrite)
     skipped: list[Skipped] = []
     if resuming:
         info = json.loads((out / RUN_FILE).read_text())
         stored = Level1Config.from_dict(info["config"])
         cfg = stored.replace(**{k: getattr(cfg, k) for k in RUNTIME_FIELDS})
         classes = list(info["classes"])
-        train, val = _read_split(out / "split.csv")
+        train, val = _read_split(out / SPLIT_FILE)
     else:
         cfg.validate()
         if records is None:
@@ -285,7 +243,7 @@ def train_model(
         missing = sorted(set(classes) - {r.label for r in train})
         if missing:
             raise ImageDataError(f"classes {missing} have no readable training image")
-        with atomic_path(out / "split.csv") as tmp:
+        with atomic_path(out / SPLIT_FILE) as tmp:
             _records_frame(train, val).to_csv(tmp, index=False)
 
     class_index = {c: i for i, c in enumerate(classes)}
@@ -465,7 +423,7 @@ def train_model(
         )
         if skipped:
             write_skipped(skipped, out / "skipped.csv")
-        _write_json(
+        write_json(
             out / RUN_FILE,
             {**info_base, "epochs_done": epoch + 1, "finished": epoch + 1 == n_total, "checkpoints": kept,
              "history": history, "skipped": len(skipped)},
@@ -481,76 +439,4 @@ def train_model(
     return TrainResult(out, kept, history, skipped)
 
 
-def train_oof(
-    cfg: Level1Config,
-    out_dir: str | Path,
-    *,
-    test_inputs: list[str] | None = None,
-    table_path: str | Path | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    log: Any = None,
-) -> tuple[Path, list[Skipped]]:
-    """Train one model per fold into ``out_dir/fold<k>`` and write the OOF prediction table.
-
-    Every training image gets its rows from the fold model that did not train on it
-    (``fold = k``); each test image (``test_inputs``) gets rows from *every* fold model,
-    averaged into one row per image, manipulation and view (``fold`` null).  The table
-    (default ``out_dir/oof.parquet``) is named after ``out_dir``.
-
-    Returns the table path and the skipped files.
-    """
-    from level1.predict import predict_records, write_prediction
-
-    log = log or (lambda msg: print(msg, file=sys.stderr))
-    cfg.validate()
-    if cfg.folds < 2:
-        from stacker.errors import ConfigError
-
-        raise ConfigError("option 'folds' must be at least 2 for OOF training")
-    out = Path(out_dir)
-    if (out / OOF_FILE).exists() and not (resume or overwrite):
-        raise RunError(f"{str(out)!r} already holds an OOF run; pass resume (--resume) or overwrite (--overwrite)")
-    if out.exists() and overwrite and not resume:
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    records, classes, skipped = load_source(cfg)
-    records = assign_folds(records, cfg.folds, cfg.seed)
-    _write_json(out / OOF_FILE, {"format": "level1-oof", "version": 1, "name": out.name, "folds": cfg.folds,
-                                 "runs": [f"fold{k}" for k in range(cfg.folds)], "classes": classes,
-                                 "config": cfg.to_dict()})
-    runs = []
-    for k in range(cfg.folds):
-        run_dir = out / f"fold{k}"
-        fold_cfg = cfg.replace(fold=k)
-        done = (run_dir / RUN_FILE).exists() and json.loads((run_dir / RUN_FILE).read_text()).get("finished")
-        if done and resume:
-            log(f"level1: {run_dir} is finished, skipping")
-        else:
-            res = train_model(fold_cfg, run_dir, records=records, classes=classes,
-                              resume=resume and (run_dir / LAST).exists(), overwrite=overwrite or not resume, log=log)
-            skipped += [s for s in res.skipped if s.path not in {x.path for x in skipped}]
-        runs.append(run_dir)
-    # predictions: each fold's held-out images, then the test images with every fold model
-    tables = []
-    for k, run_dir in enumerate(runs):
-        held = [r for r in records if r.fold == k]
-        t, s = predict_records([run_dir], held, cfg, name=out.name, folds=k)
-        tables.append(t)
-        skipped += [x for x in s if x.path not in {y.path for y in skipped}]
-    if test_inputs:
-        from level1.data import collect_images
-
-        test, s = collect_images(test_inputs, manip_pattern=cfg.manip_pattern)
-        skipped += s
-        clash = sorted({r.id for r in test} & {r.id for r in records})
-        if clash:
-            raise ImageDataError(f"test images share ids with training images: {clash[:5]}")
-        t, s = predict_records(runs, test, cfg, name=out.name, folds=None)
-        tables.append(t)
-        skipped += [x for x in s if x.path not in {y.path for y in skipped}]
-    target = Path(table_path) if table_path else out / "oof.parquet"
-    write_prediction(tables, target, extra={"level1": {"mode": "oof", "folds": cfg.folds, "model": cfg.model}})
-    if skipped:
-        write_skipped(skipped, out / "skipped.csv")
-    return target, skipped
+#END

@@ -1,5 +1,5 @@
 import sys
 
-from stacker.cli import main
+from stacker.apps.cli import main
 
 sys.exit(main())

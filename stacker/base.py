@@ -26,7 +26,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from stacker._io import jsonable
+from stacker.files import jsonable
 from stacker.errors import BundleError, NotFittedError
 from stacker.inputs import Form, encode_labels, from_table, labels_to_names, to_table, with_labels
 from stacker.table import PredictionTable

@@ -38,7 +38,7 @@ import pandas as pd
 from sklearn.base import ClassifierMixin
 
 from stacker import metrics
-from stacker._io import jsonable
+from stacker.files import jsonable
 from stacker.base import Transform, register
 from stacker.errors import BundleError, ConfigError, LabelError
 from stacker.inputs import Form, encode_labels, infer_n_classes, labels_to_names, to_table, with_labels

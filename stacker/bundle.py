@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from stacker._io import atomic_dir, atomic_write_text
+from stacker.files import atomic_dir, atomic_write_text
 from stacker._version import __version__
 from stacker.errors import BundleError
 from stacker.recipe import MemberSpec

@@ -33,7 +33,7 @@ import numpy as np
 from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
 
-from stacker._io import atomic_dir
+from stacker.files import atomic_dir
 from stacker.base import Transform, get_transform_class, register
 from stacker.errors import BundleError, ConfigError, NotFittedError
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stacker._io import atomic_path
+from stacker.files import atomic_path
 from stacker.errors import ConfigError
 from stacker.table import ID, VIEW, PredictionTable
 

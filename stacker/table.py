@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stacker._io import atomic_path
+from stacker.files import atomic_path
 from stacker.errors import (
     ConfigError,
     DuplicateKeyError,

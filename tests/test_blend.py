@@ -11,7 +11,7 @@ import pytest
 from conftest import make_table
 from stacker import Blend
 from stacker.blend import class_sample_weights
-from stacker.cli import main
+from stacker.apps.cli import main
 from stacker.errors import BundleError, ConfigError, LabelError, NotFittedError
 from stacker.recipe import Recipe
 from stacker.table import PredictionTable, read_table, write_table

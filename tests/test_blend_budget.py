@@ -10,7 +10,7 @@ import pytest
 from conftest import make_table
 from test_blend import TINY
 from stacker import Blend
-from stacker.cli import main
+from stacker.apps.cli import main
 from stacker.errors import ConfigError
 from stacker.planner import CostModel
 from stacker.recipe import Recipe, get_recipe
@@ -71,7 +71,7 @@ def test_budget_stopped_fit_skips_members_and_its_bundle_loads_predicts_and_repo
     loaded = Blend.load(path)
     assert loaded.plan_ == blend.plan_ and loaded.time_limit_ == 60
     np.testing.assert_allclose(loaded.predict_proba(table), blend.predict_proba(table))
-    from stacker.report import build_report
+    from stacker.apps.report import build_report
 
     html, data = build_report(path)
     assert data["plan"]["skipped"] == plan["skipped"]

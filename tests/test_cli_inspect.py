@@ -11,7 +11,7 @@ import pytest
 
 from conftest import make_table
 from stacker import __version__
-from stacker.cli import main
+from stacker.apps.cli import main
 from stacker.table import read_table, write_table
 
 

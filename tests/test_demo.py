@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stacker.cli import main
-from stacker.demo import CANVAS, make_digit_images
+from stacker.apps.cli import main
+from stacker.apps.demo import CANVAS, make_digit_images
 from stacker.table import read_table
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stacker.cli import main
-from stacker.cli._equalize import parse_quota
+from stacker.apps.cli import main
+from stacker.apps.cli._equalize import parse_quota
 from stacker.errors import ConfigError
 from stacker.table import PredictionTable, read_table, write_table
 from tests.conftest import make_table

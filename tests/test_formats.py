@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from conftest import make_table
-from stacker.cli import main
+from stacker.apps.cli import main
 from stacker.errors import DuplicateKeyError, ProbabilityError, SchemaError, TableReadError
 from stacker.table import read_table, write_table
 

@@ -309,7 +309,7 @@ def test_bad_training_inputs(tmp_path, capsys):
 @pytest.mark.shared_data
 def test_oof_on_real_crops_reads_in_stacker(cmi_crops_dir, exif_samples_dir, tmp_path, capsys):
     from level1.cli import main
-    from stacker.cli import main as stacker_main
+    from stacker.apps.cli import main as stacker_main
     from stacker.table import read_table
 
     run = tmp_path / "cnn"

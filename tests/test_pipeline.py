@@ -8,7 +8,7 @@ import pytest
 from conftest import make_table
 from stacker import Blend
 from stacker.aggregate import aggregate_views
-from stacker.cli import main
+from stacker.apps.cli import main
 from stacker.recipe import Recipe
 from stacker.table import read_table, write_table
 

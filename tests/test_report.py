@@ -11,9 +11,9 @@ import pytest
 from conftest import make_table
 from stacker.blend import Blend
 from stacker.bundle import read_manifest
-from stacker.cli import main
+from stacker.apps.cli import main
 from stacker.errors import BundleError
-from stacker.report import FIGURES, build_report
+from stacker.apps.report import FIGURES, build_report
 from stacker.table import read_table, write_table
 
 TINY = {

@@ -208,7 +208,7 @@ def test_tune_scores_out_of_fold_and_exports_a_recipe_fit_accepts(tmp_path, tabl
     assert loaded.postprocess == rec.postprocess and loaded.class_weight == rec.class_weight
     assert {f.family: f.count for f in loaded.families} == {f.family: f.count for f in rec.families}
     # `stacker fit --recipe` reads the exported file unchanged.
-    from stacker.cli import main
+    from stacker.apps.cli import main
 
     holdout, _ = files
     assert main(["fit", str(holdout), "--recipe", str(out), "-k", "3", "-j", "1", "--no-progress",
@@ -346,7 +346,7 @@ def test_postgres_study_shared_by_two_worker_processes(tmp_path, files):
 @pytest.mark.slow
 def test_blend_on_a_local_dask_cluster_equals_the_local_run(tmp_path, table, files):
     distributed = pytest.importorskip("distributed")
-    from stacker.cli import main
+    from stacker.apps.cli import main
     from stacker.table import read_table
 
     holdout, recipe = files
@@ -424,7 +424,7 @@ def test_bad_options_and_tables(tmp_path, table):
 
 
 def test_cli_reports_bad_input_clearly(tmp_path, files, capsys):
-    from stacker.cli import main
+    from stacker.apps.cli import main
 
     holdout, recipe = files
     rc = main(["tune", str(holdout), "--trials", "1", "--storage", "postgresql://u:p@127.0.0.1:1/db",

@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from stacker._io import atomic_path, jsonable
+from stacker.files import atomic_path, jsonable
 from stacker.errors import BundleError
 
 __all__ = ["MetaModel", "softmax", "SIDECAR_SUFFIX"]

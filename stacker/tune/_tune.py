@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stacker._io import atomic_write_text
+from stacker.files import atomic_write_text
 from stacker.errors import ConfigError, StudyError
 from stacker.table import PredictionTable
 from stacker.tune._scoring import POSTPROCESS, available_postprocess, balanced_resamples, resample_strata, score_oof

@@ -1,24 +1,14 @@
-"""Options shared by several sub-commands."""
+"""What every console script shares: one ``error:`` line and exit status 2 for bad input.
+
+Public, so the ``stacker``, ``level1`` and ``holdout`` commands (and a project's own scripts)
+report errors the same way.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from stacker.table import DEFAULT_ATOL
-
-
-def add_table_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--renormalize",
-        action="store_true",
-        help="rescale rows that do not sum to 1 instead of refusing them",
-    )
-    p.add_argument(
-        "--atol",
-        type=float,
-        default=DEFAULT_ATOL,
-        help=f"tolerance on |row sum - 1| per model (default {DEFAULT_ATOL:g})",
-    )
+__all__ = ["run_command"]
 
 
 def run_command(prog: str, args: argparse.Namespace, *, interrupt_hint: str = "") -> int:
