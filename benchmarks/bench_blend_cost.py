@@ -135,7 +135,8 @@ def sequential_loop(table, recipe, n_folds: int, seed: int, threads: str) -> tup
     import pandas as pd
     from threadpoolctl import threadpool_limits
 
-    from stacker.blend import _grouped_folds, _task_seed
+    from stacker.blend import _grouped_folds
+    from stacker.parallel import task_seed as _task_seed
     from stacker.features import FeatureSpec
     from stacker.metamodels import BLOCK_FAMILIES, get_family
 

@@ -141,7 +141,8 @@ def keras_members(table, X, y) -> None:
     import pandas as pd
 
     from stacker import metrics
-    from stacker.blend import Blend, _grouped_folds, _task_seed
+    from stacker.blend import Blend, _grouped_folds
+    from stacker.parallel import task_seed as _task_seed
     from stacker.features import FeatureSpec
     from stacker.metamodels import get_family
     from stacker.recipe import Recipe

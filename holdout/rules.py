@@ -28,7 +28,6 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -262,24 +261,12 @@ def _builtin_path(name: str) -> Path:
 
 def load_rules(path: str | os.PathLike[str]) -> Rules:
     """Load and validate a rule file (``.toml``, ``.yaml``/``.yml``), or a shipped one by name (``"cmi10"``)."""
+    from stacker.config import load_config
+
     p = _builtin_path(str(path)) if str(path) in BUILTIN_RULES else Path(path)
     if not p.is_file():
         raise RulesError(f"rule file {str(p)!r} not found (shipped rule sets: {', '.join(BUILTIN_RULES)})")
-    text = p.read_text(encoding="utf-8")
-    try:
-        if p.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            if sys.version_info >= (3, 11):
-                import tomllib
-            else:  # pragma: no cover
-                import tomli as tomllib
-            data = tomllib.loads(text)
-    except Exception as exc:
-        raise RulesError(f"rule file {str(p)!r}: cannot parse: {exc}") from None
-    return Rules.from_dict(data or {}, source=str(p))
+    return Rules.from_dict(load_config(p, "rule file", error=RulesError), source=str(p))
 
 
 def dump_rules(rules: Rules, path: str | os.PathLike[str]) -> None:

@@ -122,29 +122,12 @@ class Level1Config:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Level1Config:
         """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file."""
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} does not exist")
-        text = p.read_text(encoding="utf-8")
-        try:
-            if p.suffix.lower() == ".toml":
-                try:
-                    import tomllib
-                except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-                    import tomli as tomllib
-                raw = tomllib.loads(text)
-            elif p.suffix.lower() in (".yaml", ".yml"):
-                import yaml
+        from stacker.config import CONFIG_SUFFIXES, load_config
 
-                raw = yaml.safe_load(text) or {}
-            else:
-                raise ConfigError(f"config file {str(p)!r}: expected .toml, .yaml or .yml")
-        except ConfigError:
-            raise
-        except Exception as exc:
-            raise ConfigError(f"config file {str(p)!r} is not valid: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file {str(p)!r}: expected a mapping at the top level")
+        p = Path(path)
+        if p.is_file() and p.suffix.lower() not in CONFIG_SUFFIXES:
+            raise ConfigError(f"config file {str(p)!r}: expected .toml, .yaml or .yml")
+        raw = load_config(p, "config file")
         if isinstance(raw.get("level1"), dict):
             raw = raw["level1"]
         return cls.from_dict(raw, source=str(p))

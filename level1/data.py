@@ -300,7 +300,8 @@ def write_skipped(skipped: Sequence[Skipped], path: str | os.PathLike[str]) -> N
 
 # ---------------------------------------------------------------------- splits
 def assign_folds(records: Sequence[ImageRecord], k: int, seed: int = 0) -> list[ImageRecord]:
-    """Stratified K-fold assignment; records that already carry a fold keep it."""
+    """K folds stratified by label and grouped by image id (:func:`stacker.cv.grouped_folds`, the Blend's
+    fold function); records that already carry a fold keep it."""
     import dataclasses
 
     if all(r.fold is not None for r in records):
@@ -312,17 +313,14 @@ def assign_folds(records: Sequence[ImageRecord], k: int, seed: int = 0) -> list[
         raise ImageDataError("the source's fold column is filled for some images only")
     if any(r.label is None for r in records):
         raise ImageDataError("a stratified split needs a label for every image")
-    from sklearn.model_selection import StratifiedKFold
+    from stacker.cv import grouped_folds
+    from stacker.errors import ConfigError, LabelError
 
-    y = np.array([r.label for r in records])
-    counts = {c: int((y == c).sum()) for c in np.unique(y)}
-    small = {c: n for c, n in counts.items() if n < k}
-    if small:
-        raise ImageDataError(f"classes {small} have fewer images than folds={k}")
-    folds = np.empty(len(records), dtype=np.int64)
-    skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    for f, (_, test) in enumerate(skf.split(np.zeros(len(y)), y)):
-        folds[test] = f
+    classes, y = np.unique(np.array([r.label for r in records]), return_inverse=True)
+    try:
+        folds = grouped_folds(y, np.array([r.id for r in records], dtype=object), k, seed, classes=list(classes))
+    except (LabelError, ConfigError) as exc:
+        raise ImageDataError(exc.reason if isinstance(exc, LabelError) else str(exc)) from None
     return [dataclasses.replace(r, fold=int(f)) for r, f in zip(records, folds)]
 
 

@@ -38,7 +38,6 @@ import pandas as pd
 from sklearn.base import ClassifierMixin
 
 from stacker import metrics
-from stacker.files import jsonable
 from stacker.base import Transform, register
 from stacker.errors import BundleError, ConfigError, LabelError
 from stacker.inputs import Form, encode_labels, infer_n_classes, labels_to_names, to_table, with_labels
@@ -46,7 +45,8 @@ from stacker.device import DEVICE_FAMILIES, check_device
 from stacker.features import FeatureSpec
 from stacker.metamodels import BLOCK_FAMILIES
 from stacker.metamodels.selection import selection_on_true_class
-from stacker.planner import CostModel, Planner, Work, check_time_limit
+from stacker.planner import Planner, check_time_limit
+from stacker.stats import model_correlation, model_scores
 from stacker.recipe import MemberSpec, Recipe
 from stacker.table import FOLD, LABEL, VIEW, PredictionTable
 
@@ -126,22 +126,6 @@ def combine_members(
             te = folds == f
             blend_oof[te] = np.einsum("mnk,m->nk", oof[:, te], search.result())
     return weights, blend_oof
-
-
-def _fits_jointly(family: str) -> bool:
-    """Whether the family overrides ``fit_many`` (fits several models faster together)."""
-    import importlib
-
-    from stacker.metamodels import FAMILIES
-    from stacker.metamodels._base import MetaModel
-
-    module, name = FAMILIES[family]  # the module alone: Keras itself is imported by the workers
-    cls = getattr(importlib.import_module(module), name)
-    return getattr(cls.fit_many, "__func__", None) is not MetaModel.fit_many.__func__
-
-
-def _task_seed(member_seed: int, fold: int) -> int:
-    return int(np.random.default_rng([member_seed, fold]).integers(2**31 - 1))
 
 
 @register("blend")
@@ -281,31 +265,6 @@ class Blend(ClassifierMixin, Transform):
             )
         return y
 
-    def _planner(self, members: list[MemberSpec], spec: FeatureSpec, X: np.ndarray, table: PredictionTable,
-                 train_rows: list[np.ndarray], started: float) -> Planner:
-        """The task planner: every task in the scheduling order below, or within ``time_limit_``."""
-        from stacker.parallel import effective_n_jobs
-
-        n_folds = len(train_rows)
-        joint = {fam for fam in {m.family for m in members} if _fits_jointly(fam)}
-        member_tasks = [[list(range(n_folds))] if m.family in joint else [[f] for f in range(n_folds)]
-                        for m in members]
-        # Without a budget: a family that trains a member's fold models together (the Keras MLP batches
-        # them into one network) gets one task per member, queued first: they are the longest tasks.  The
-        # rest run fold-major, so early folds finish first and on_fold can prune a trial early; within a
-        # fold the likely-longest fits go first, so the run does not end on one long fit and an idle core.
-        # With a budget the planner orders members by expected gain per second instead.
-        work = Work(int(np.mean([len(r) for r in train_rows])), X.shape[1], table.n_classes, len(table.models))
-        cost = CostModel(work)
-        kwargs = [self._member_kwargs(m, spec) for m in members]
-        by_cost = sorted(range(len(members)), key=lambda i: cost.raw(members[i].family, kwargs[i]), reverse=True)
-        order = [(mi, list(range(n_folds))) for mi in by_cost if members[mi].family in joint]
-        order += [(mi, [f]) for f in range(n_folds) for mi in by_cost if members[mi].family not in joint]
-        return Planner(
-            [(m.name, m.family, kwargs[i], member_tasks[i]) for i, m in enumerate(members)],
-            cost, effective_n_jobs(self.n_jobs), self.time_limit_, order=order, n_folds=n_folds, start=started,
-        )
-
     def _member_kwargs(self, m: MemberSpec, spec: FeatureSpec) -> dict[str, Any]:
         params = dict(m.params)
         if m.family in BLOCK_FAMILIES:
@@ -408,17 +367,10 @@ class Blend(ClassifierMixin, Transform):
         n, k, n_folds = len(y), table.n_classes, int(self.n_folds)
         fold_rows = [np.flatnonzero(folds == f) for f in range(n_folds)]
         train_rows = [np.flatnonzero(folds != f) for f in range(n_folds)]
-        planner = self._planner(members, spec, X, table, train_rows, started)
+        from stacker.parallel import fit_member_folds, member_tasks, plan_fits, run_tasks
 
-        def tasks():
-            while (t := planner.next_task()) is not None:
-                m = members[t.member]
-                yield t.index, {
-                    "family": m.family, "params": t.params, "seeds": [_task_seed(m.seed, f) for f in t.folds],
-                    "train": [train_rows[f] for f in t.folds], "valid": [fold_rows[f] for f in t.folds],
-                }
-
-        from stacker.parallel import fit_member_folds, run_tasks
+        planner = plan_fits(members, [self._member_kwargs(m, spec) for m in members], train_rows,
+                            X.shape[1], table.n_classes, len(table.models), self.n_jobs, self.time_limit_, started)
 
         oof = np.zeros((len(members), n, k))
         states: list[list[Any]] = [[None] * n_folds for _ in members]
@@ -442,7 +394,8 @@ class Blend(ClassifierMixin, Transform):
                   "preload": tuple(sorted({m.family for m in members}))}
         bar = _ProgressBar(self.progress, planner)
         try:
-            for ti, res in run_tasks(fit_member_folds, tasks(), shared, n_jobs=self.n_jobs,
+            for ti, res in run_tasks(fit_member_folds, member_tasks(planner, members, train_rows, fold_rows), shared,
+                                     n_jobs=self.n_jobs,
                                      scheduler=self.scheduler):
                 t = planner.task(ti)
                 planner.task_done(t, res["seconds"])
@@ -485,10 +438,9 @@ class Blend(ClassifierMixin, Transform):
             "members": {m.name: metrics.score_split(y, oof[mi], manip, table.classes) for mi, m in enumerate(members)},
             "folds": fold_scores,
             # The level-1 models' own scores on the same rows, for reports and comparisons.
-            "level1": {m: metrics.score_split(y, table.probs[:, i, :], manip, table.classes)
-                       for i, m in enumerate(table.models)},
+            "level1": model_scores(table, y),
         }
-        self.level1_correlation_ = _level1_correlation(table.probs)
+        self.level1_correlation_ = model_correlation(table.probs)
         meta = table.meta.copy()
         if FOLD not in meta.columns:
             meta[FOLD] = pd.array(folds, dtype="Int64")
@@ -580,88 +532,44 @@ class Blend(ClassifierMixin, Transform):
         y_codes = self._check_labels(aligned)
         return metrics.score_split(y_codes, self._blend_proba(aligned), aligned.manip, self.feature_spec_.classes)
 
-    # ------------------------------------------------------------------ persistence
+    # ------------------------------------------------------------------ persistence (stacker.bundle)
     def get_state(self, directory: Path) -> dict[str, Any]:
-        from stacker.bundle import write_members
+        from stacker.bundle import blend_state
 
         self._check_fitted("weights_")
-        params = self.get_params(deep=False)
-        params.pop("on_fold", None)
-        params["recipe"] = self.recipe_.to_dict()
-        return {
-            "params": jsonable(params),
-            "classes": list(self.feature_spec_.classes),
-            "labels": jsonable(np.asarray(self.classes_).tolist()),
-            "models": list(self.models_),
-            "features": self.feature_spec_.to_dict(),
-            "weights": self.weights_.tolist(),
-            "members": write_members(Path(directory), self.members_, self.weights_, self._states),
-            "scores": jsonable(self.scores_),
-            "level1_correlation": (
-                self.level1_correlation_.tolist() if hasattr(self, "level1_correlation_") else None
-            ),
-            "oof": self._write_oof(Path(directory)),
-            "plan": jsonable(getattr(self, "plan_", None)),
-        }
-
-    def _write_oof(self, directory: Path) -> dict[str, Any] | None:
-        """Keep the level-2 out-of-fold predictions in the bundle, for reports and later calibration."""
-        if not hasattr(self, "oof_"):
-            return None
-        from stacker.bundle import _sha256
-        from stacker.table import write_table
-
-        path = write_table(self.oof_, directory / "oof.parquet")
-        return {"path": "oof.parquet", "sha256": _sha256(path)}
+        return blend_state(self, directory)
 
     @classmethod
     def from_state(cls, state: dict[str, Any], directory: Path) -> Blend:
-        from stacker.bundle import read_members
+        from stacker.bundle import blend_from_state
 
-        try:
-            params = dict(state["params"])
-            blend = cls(**params)
-            blend.recipe_ = Recipe.from_dict(params["recipe"])
-            tta = params.get("tta_power")
-            blend.tta_power_ = tta if tta is not None else blend.recipe_.tta_power
-            names = tuple(state["classes"])
-            labels = state.get("labels", list(names))
-            if not isinstance(labels, list) or len(labels) != len(names):
-                raise BundleError(f"the manifest's labels do not match its {len(names)} classes")
-            blend.classes_ = np.asarray(labels, dtype=object if all(isinstance(v, str) for v in labels) else None)
-            blend.models_ = tuple(state["models"])
-            blend.feature_spec_ = FeatureSpec.from_dict(state["features"])
-            blend.weights_ = np.asarray(state["weights"], dtype=np.float64)
-            blend.members_, blend._states = read_members(Path(directory), state["members"])
-            blend.scores_ = state.get("scores", {})
-            blend.plan_ = state.get("plan") or {}
-            tl = params.get("time_limit")
-            blend.time_limit_ = blend.plan_.get("time_limit", tl if tl is not None else blend.recipe_.time_limit)
-            if state.get("level1_correlation") is not None:
-                blend.level1_correlation_ = np.asarray(state["level1_correlation"], dtype=np.float64)
-        except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, BundleError):
-                raise
-            raise BundleError(f"the blend state in {str(directory)!r} is incomplete or malformed ({exc!r})") from None
-        if len(blend.weights_) != len(blend.members_):
-            raise BundleError(f"{len(blend.weights_)} member weights for {len(blend.members_)} members")
-        if blend.feature_spec_.classes != names or blend.feature_spec_.models != blend.models_:
-            raise BundleError("the manifest's classes/models disagree with its feature layout")
-        blend._estimators = {}
-        return blend
+        return blend_from_state(cls, state, directory)
+
+    def manifest_summary(self, state: dict[str, Any]) -> dict[str, Any]:
+        from stacker.bundle import blend_summary
+
+        return blend_summary(state)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write a bundle directory (manifest + native member files); replaces an existing one atomically."""
-        from stacker.bundle import save_bundle
+        """Write a bundle directory (manifest + native member files); replaces an existing bundle atomically."""
+        from stacker import bundle
 
-        return save_bundle(self, path)
+        self._check_fitted("weights_")
+        return bundle.save(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Blend:
-        """Load a bundle written by :meth:`save`, verifying the manifest and every file's checksum."""
-        from stacker.bundle import load_bundle
+        """Load a bundle written by :meth:`save` (or a one-step chain of a Blend), verifying every checksum."""
+        from stacker import bundle
+        from stacker.chain import Chain
 
-        return load_bundle(path)
+        obj = bundle.load(path)
+        kind = type(obj).kind
+        if isinstance(obj, Chain) and len(obj) == 1:
+            obj = obj[0]
+        if not isinstance(obj, cls):
+            raise BundleError(f"bundle {str(path)!r} holds a {kind}, not a Blend")
+        return obj
 
 
 class _ProgressBar:
@@ -700,21 +608,11 @@ def _check_groups(groups: Any, n: int) -> np.ndarray:
     return g
 
 
-def _grouped_folds(table: PredictionTable, y: np.ndarray, n_folds: int, seed: int, image: np.ndarray) -> np.ndarray:
+def _grouped_folds(table: PredictionTable, y: np.ndarray, n_folds: int, seed: int,
+                   image: np.ndarray | None = None) -> np.ndarray:
     from stacker.cv import grouped_folds
 
     try:
-        return grouped_folds(y, image, n_folds, seed, classes=table.classes)
+        return grouped_folds(y, table.ids if image is None else image, n_folds, seed, classes=table.classes)
     except LabelError as exc:
         raise LabelError(exc.reason, path=table.source, column=LABEL, rows=exc.rows) from None
-
-
-def _level1_correlation(probs: np.ndarray) -> np.ndarray:
-    """Pearson correlation between level-1 models of their log-probabilities (all rows and classes)."""
-    m = probs.shape[1]
-    if m < 2:
-        return np.ones((m, m))
-    logp = np.log(np.clip(probs, 1e-15, 1.0)).transpose(1, 0, 2).reshape(m, -1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = np.corrcoef(logp)
-    return np.nan_to_num(corr, nan=0.0)

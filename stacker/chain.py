@@ -6,23 +6,21 @@ learners, see :mod:`stacker.base`), and ``transform`` runs the fitted steps in
 order.  Any registered :class:`~stacker.base.Transform` can be a step, a Chain
 included.
 
-Saved form: a directory holding ``chain.json`` and one sub-directory per step::
+Saved form: the bundle directory of :mod:`stacker.bundle` (one checksummed manifest, kind
+``"chain"``, whose state lists the steps) with one sub-directory per step::
 
-    chain.json        {"format": "stacker-chain", "version": 1,
-                       "steps": [{"kind", "dir", "state"}, ...],
-                       "files": {"<relative path>": "<sha256>", ...}}
+    manifest.json     {..., "kind": "chain", "state": {"steps": [{"kind", "dir", "state"}, ...]}, "files": ...}
     00-power_mean/    native files the step wrote in get_state (may be empty)
     01-blend/
     ...
 
-Loading checks the JSON, refuses unknown kinds, missing step directories and any
-file whose SHA-256 differs from the one recorded (:class:`~stacker.errors.BundleError`).
-The directory is written atomically (temporary directory, then rename).
+Loading verifies the manifest and every file's checksum, refuses unknown kinds and step
+directories outside the bundle (:class:`~stacker.errors.BundleError`).  The directory is
+written atomically (temporary directory, then rename).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -33,37 +31,10 @@ import numpy as np
 from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
 
-from stacker.files import atomic_dir
 from stacker.base import Transform, get_transform_class, register
 from stacker.errors import BundleError, ConfigError, NotFittedError
 
-__all__ = ["Chain", "load_chain", "CHAIN_FORMAT", "CHAIN_VERSION"]
-
-CHAIN_FORMAT = "stacker-chain"
-CHAIN_VERSION = 1
-_JSON = "chain.json"
-def _transform_class(kind: str) -> type[Transform]:
-    return get_transform_class(kind)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _files_under(root: Path) -> dict[str, str]:
-    out = {}
-    for dirpath, _, names in os.walk(root):
-        for name in sorted(names):
-            p = Path(dirpath) / name
-            rel = p.relative_to(root).as_posix()
-            if rel != _JSON:
-                out[rel] = _sha256(p)
-    return dict(sorted(out.items()))
-
+__all__ = ["Chain", "load_chain"]
 
 @register("chain")
 class Chain(Transform):
@@ -195,65 +166,53 @@ class Chain(Transform):
 
     @classmethod
     def from_state(cls, state: dict[str, Any], directory: Path) -> Chain:
+        from stacker.bundle import safe_path
+
         directory = Path(directory)
         raw = state.get("steps") if isinstance(state, dict) else None
         if not isinstance(raw, list) or not raw:
-            raise BundleError(f"chain state in {directory} has no list of steps")
+            raise BundleError("field 'steps' is not a non-empty list of steps")
         steps = []
         for i, entry in enumerate(raw):
             if not isinstance(entry, dict) or not {"kind", "dir", "state"} <= set(entry):
-                raise BundleError(f"step {i} of the chain in {directory} lacks kind/dir/state")
+                raise BundleError(f"field 'steps[{i}]' lacks kind/dir/state")
             kind, sub = entry["kind"], entry["dir"]
-            if not isinstance(kind, str) or not isinstance(sub, str) or not isinstance(entry["state"], dict):
-                raise BundleError(f"step {i} of the chain in {directory} is malformed")
-            step_dir = (directory / sub).resolve()
-            if directory.resolve() not in step_dir.parents or not step_dir.is_dir():
-                raise BundleError(f"step {i} ({kind}): directory {sub!r} is missing from {directory}")
-            klass = _transform_class(kind)
+            if not isinstance(kind, str) or not isinstance(entry["state"], dict):
+                raise BundleError(f"field 'steps[{i}]' is malformed")
+            step_dir = safe_path(directory, sub, f"steps[{i}].dir")
+            if not step_dir.is_dir():
+                raise BundleError(f"field 'steps[{i}].dir': directory {sub!r} is missing")
+            klass = get_transform_class(kind)
             try:
                 steps.append(klass.from_state(entry["state"], step_dir))
-            except BundleError:
-                raise
-            except (TypeError, KeyError, ValueError) as exc:
-                raise BundleError(f"step {i} ({kind}) in {directory} cannot be rebuilt: {exc}") from None
+            except BundleError as exc:
+                raise BundleError(f"step {i} ({kind}): {exc}") from None
+            except (TypeError, KeyError, ValueError, AttributeError) as exc:
+                raise BundleError(f"step {i} ({kind}) cannot be rebuilt: {exc!r}") from None
         chain = cls(steps)
         chain.fitted_ = True
         return chain
 
+    def manifest_summary(self, state: dict[str, Any]) -> dict[str, Any]:
+        return {"steps": [step["kind"] for step in state["steps"]]}
+
     def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write the chain to ``directory`` atomically (replacing an existing one)."""
-        target = Path(directory)
-        with atomic_dir(target) as tmp:
-            state = self.get_state(tmp)
-            doc = {"format": CHAIN_FORMAT, "version": CHAIN_VERSION, **state, "files": _files_under(tmp)}
-            (tmp / _JSON).write_text(json.dumps(doc, indent=2, sort_keys=True), encoding="utf-8")
-        return target
+        """Write the chain to ``directory`` atomically (replacing an existing bundle)."""
+        from stacker import bundle
+
+        return bundle.save(self, directory)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> Chain:
-        """Read a chain written by :meth:`save`; see the module docstring for the checks."""
-        root = Path(directory)
-        path = root / _JSON
-        if not path.is_file():
-            raise BundleError(f"no {_JSON} in {root} (not a saved chain)")
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BundleError(f"{path} is not valid JSON ({exc})") from None
-        if not isinstance(doc, dict) or doc.get("format") != CHAIN_FORMAT:
-            raise BundleError(f"{path} is not a stacker chain (format {doc.get('format') if isinstance(doc, dict) else None!r})")
-        if doc.get("version") != CHAIN_VERSION:
-            raise BundleError(f"{path}: chain version {doc.get('version')!r} is not supported (expected {CHAIN_VERSION})")
-        files = doc.get("files")
-        if not isinstance(files, dict):
-            raise BundleError(f"{path} lacks the file checksums")
-        actual = _files_under(root)
-        for rel, digest in files.items():
-            if rel not in actual:
-                raise BundleError(f"{root}: file {rel!r} listed in {_JSON} is missing")
-            if actual[rel] != digest:
-                raise BundleError(f"{root}: file {rel!r} was modified (checksum mismatch)")
-        return cls.from_state(doc, root)
+        """Read a chain written by :meth:`save`; a bundle of one step (a Blend) comes back as a one-step chain."""
+        from stacker import bundle
+
+        obj = bundle.load(directory)
+        if isinstance(obj, Chain):
+            return obj
+        chain = cls([obj])
+        chain.fitted_ = True
+        return chain
 
 
 def load_chain(directory: str | os.PathLike[str]) -> Chain:

@@ -702,11 +702,6 @@ class _Equalizer(ClassifierMixin, Transform):
                                         sample_weight=None if sample_weight is None else np.asarray(sample_weight)[known]))
         return float(accuracy_score(np.asarray(y), pred, sample_weight=sample_weight))
 
-    def _restore(self, fitted: dict[str, Any]) -> None:
-        super()._restore(fitted)
-        if "classes_" not in fitted:  # saved before equalizers were fitted: they took any classes
-            self.classes_ = None
-
     def _weights_off(self) -> bool:
         return getattr(self, "objective", "log") != "log"
 

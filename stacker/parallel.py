@@ -1,4 +1,4 @@
-"""Running many (member, fold) fits: locally with joblib, or on a Dask cluster.
+"""Running many (member, fold) fits: planned (:func:`plan_fits`), then run locally with joblib or on a Dask cluster.
 
 The unit of work is :func:`fit_member_folds`, a pure module-level function whose
 inputs are arrays, JSON-able parameters and seeds, and whose output is, per
@@ -22,7 +22,8 @@ import numpy as np
 
 from stacker.errors import ConfigError
 
-__all__ = ["fit_member_folds", "run_tasks", "effective_n_jobs"]
+__all__ = ["fit_member_folds", "run_tasks", "effective_n_jobs", "plan_fits", "member_tasks", "fits_jointly",
+           "task_seed"]
 
 
 def _limit_threads(family: str):
@@ -162,3 +163,56 @@ def _run_dask(fn, tasks, shared, scheduler: str) -> Iterator[tuple[Any, Any]]:
             client.cancel(submitted)
     finally:
         client.close()
+
+
+# ---------------------------------------------------------------------- planning a Blend's fits
+def fits_jointly(family: str) -> bool:
+    """Whether the family overrides ``fit_many`` (fits several models faster together)."""
+    from stacker.metamodels import FAMILIES
+    from stacker.metamodels._base import MetaModel
+
+    module, name = FAMILIES[family]  # the module alone: Keras itself is imported by the workers
+    cls = getattr(importlib.import_module(module), name)
+    return getattr(cls.fit_many, "__func__", None) is not MetaModel.fit_many.__func__
+
+
+def task_seed(member_seed: int, fold: int) -> int:
+    """The training seed of a member's fold model: a function of the two, whatever the schedule."""
+    return int(np.random.default_rng([member_seed, fold]).integers(2**31 - 1))
+
+
+def plan_fits(members: Sequence[Any], kwargs: Sequence[dict[str, Any]], train_rows: Sequence[np.ndarray],
+              n_features: int, n_classes: int, n_models: int, n_jobs: int | None, time_limit: float | None,
+              started: float):
+    """The :class:`~stacker.planner.Planner` of a Blend's (member, folds) tasks.
+
+    Without a budget: a family that trains a member's fold models together (the Keras MLP batches
+    them into one network) gets one task per member, queued first: they are the longest tasks.  The
+    rest run fold-major, so early folds finish first and ``on_fold`` can prune a trial early; within a
+    fold the likely-longest fits go first, so the run does not end on one long fit and an idle core.
+    With a budget the planner orders members by expected gain per second instead.
+    """
+    from stacker.planner import CostModel, Planner, Work
+
+    n_folds = len(train_rows)
+    joint = {fam for fam in {m.family for m in members} if fits_jointly(fam)}
+    tasks = [[list(range(n_folds))] if m.family in joint else [[f] for f in range(n_folds)] for m in members]
+    cost = CostModel(Work(int(np.mean([len(r) for r in train_rows])), n_features, n_classes, n_models))
+    by_cost = sorted(range(len(members)), key=lambda i: cost.raw(members[i].family, kwargs[i]), reverse=True)
+    order = [(mi, list(range(n_folds))) for mi in by_cost if members[mi].family in joint]
+    order += [(mi, [f]) for f in range(n_folds) for mi in by_cost if members[mi].family not in joint]
+    return Planner(
+        [(m.name, m.family, kwargs[i], tasks[i]) for i, m in enumerate(members)],
+        cost, effective_n_jobs(n_jobs), time_limit, order=order, n_folds=n_folds, start=started,
+    )
+
+
+def member_tasks(planner: Any, members: Sequence[Any], train_rows: Sequence[np.ndarray],
+                 fold_rows: Sequence[np.ndarray]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The planner's tasks as :func:`fit_member_folds` arguments, handed out as workers free up."""
+    while (t := planner.next_task()) is not None:
+        m = members[t.member]
+        yield t.index, {
+            "family": m.family, "params": t.params, "seeds": [task_seed(m.seed, f) for f in t.folds],
+            "train": [train_rows[f] for f in t.folds], "valid": [fold_rows[f] for f in t.folds],
+        }

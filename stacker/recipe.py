@@ -56,6 +56,35 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+@dataclass(frozen=True)
+class Range:
+    """A numeric parameter range of a recipe (the one parser: recipes and the tuner's search space)."""
+
+    low: float
+    high: float
+    log: bool
+    integer: bool
+    form: str  # "list" ([low, high]) or "dict" ({low, high, log, int})
+
+
+def parse_range(spec: Any) -> Range | None:
+    """The :class:`Range` of ``[low, high]`` or ``{low, high, log, int}``; None for choices and constants."""
+    if isinstance(spec, dict) and "low" in spec and "high" in spec:
+        return Range(float(spec["low"]), float(spec["high"]), bool(spec.get("log")), bool(spec.get("int")), "dict")
+    if isinstance(spec, list) and len(spec) == 2 and all(_is_num(v) for v in spec):
+        return Range(float(spec[0]), float(spec[1]), False, all(isinstance(v, int) for v in spec), "list")
+    return None
+
+
+def parse_choices(spec: Any) -> list[Any] | None:
+    """The choices of ``{choices = [...]}`` or a list that is not a range; None otherwise."""
+    if isinstance(spec, dict) and "choices" in spec:
+        return list(spec["choices"])
+    if isinstance(spec, list) and parse_range(spec) is None:
+        return list(spec)
+    return None
+
+
 def _check_spec(family: str, name: str, spec: Any) -> None:
     where = f"recipe family {family!r}, parameter {name!r}"
     if isinstance(spec, dict):
@@ -66,36 +95,34 @@ def _check_spec(family: str, name: str, spec: Any) -> None:
         if set(spec) - {"low", "high", "log", "int"} or "low" not in spec or "high" not in spec:
             raise ConfigError(f"{where}: a range is {{low, high[, log][, int]}} or {{choices = [...]}}, got {spec}")
         lo, hi = spec["low"], spec["high"]
-        if not (_is_num(lo) and _is_num(hi)) or lo > hi:
-            raise ConfigError(f"{where}: needs numbers low <= high, got {lo!r}, {hi!r}")
+        if not (_is_num(lo) and _is_num(hi)) or not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
+            raise ConfigError(f"{where}: needs finite numbers low <= high, got {lo!r}, {hi!r}")
         if spec.get("log") and lo <= 0:
             raise ConfigError(f"{where}: a log range needs low > 0, got {lo}")
     elif isinstance(spec, list):
         if not spec:
             raise ConfigError(f"{where}: empty list")
-        if len(spec) == 2 and all(_is_num(v) for v in spec) and spec[0] > spec[1]:
+        rng = parse_range(spec)
+        if rng is not None and rng.low > rng.high:
             raise ConfigError(f"{where}: range [low, high] has low > high: {spec}")
 
 
 def sample_value(spec: Any, rng: np.random.Generator) -> Any:
     """One draw from a parameter spec (see the module docstring)."""
-    if isinstance(spec, dict):
-        if "choices" in spec:
-            return spec["choices"][int(rng.integers(len(spec["choices"])))]
-        lo, hi = float(spec["low"]), float(spec["high"])
-        as_int = bool(spec.get("int"))
-        if spec.get("log"):
+    r = parse_range(spec)
+    if r is not None:
+        lo, hi = r.low, r.high
+        if r.form == "list":
+            return int(rng.integers(int(lo), int(hi) + 1)) if r.integer else float(rng.uniform(lo, hi))
+        as_int = r.integer
+        if r.log:
             v = float(np.exp(rng.uniform(np.log(lo), np.log(hi + (1 if as_int else 0) - 1e-9 * as_int))))
         else:
             v = float(rng.uniform(lo, hi + (1 if as_int else 0)))
         return int(min(np.floor(v), hi)) if as_int else v
-    if isinstance(spec, list):
-        if len(spec) == 2 and all(_is_num(v) for v in spec):
-            lo, hi = spec
-            if isinstance(lo, int) and isinstance(hi, int):
-                return int(rng.integers(lo, hi + 1))
-            return float(rng.uniform(lo, hi))
-        return spec[int(rng.integers(len(spec)))]
+    choices = parse_choices(spec)
+    if choices is not None:
+        return choices[int(rng.integers(len(choices)))]
     return spec
 
 
@@ -189,25 +216,11 @@ class Recipe:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Recipe:
         """Read a recipe from a ``.toml`` or ``.yaml``/``.yml`` file."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"recipe file {str(path)!r} does not exist")
-        text = path.read_text(encoding="utf-8")
-        try:
-            if path.suffix.lower() in (".yaml", ".yml"):
-                import yaml
+        from stacker.config import load_config
 
-                data = yaml.safe_load(text)
-            else:
-                try:
-                    import tomllib
-                except ImportError:  # Python 3.10
-                    import tomli as tomllib
-                data = tomllib.loads(text)
-        except Exception as exc:
-            raise ConfigError(f"recipe file {str(path)!r} cannot be parsed ({exc})") from None
-        if isinstance(data, dict):
-            data.setdefault("name", path.stem)
+        path = Path(path)
+        data = load_config(path, "recipe file")
+        data.setdefault("name", path.stem)
         return cls.from_dict(data, source=str(path))
 
     @classmethod

@@ -14,7 +14,7 @@ from stacker.blend import class_sample_weights
 from stacker.apps.cli import main
 from stacker.errors import BundleError, ConfigError, LabelError, NotFittedError
 from stacker.recipe import Recipe
-from stacker.table import PredictionTable, read_table, write_table
+from stacker.table import read_table, write_table
 
 TINY = {
     "name": "tiny",
@@ -92,7 +92,7 @@ def test_keras_members_train_their_folds_together_as_their_own_fits(table):
     """A Keras member is one task over all folds (a batched network); each fold model is the
     model a standalone fit on that fold's rows with that fold's seed gives, in any process."""
     pytest.importorskip("keras")
-    from stacker.blend import _task_seed
+    from stacker.parallel import task_seed as _task_seed
     from stacker.features import FeatureSpec
     from stacker.metamodels import KerasMLPClassifier
 
@@ -240,6 +240,50 @@ def test_load_refuses_missing_or_tampered_bundles(fitted, tmp_path):
     member.unlink()
     with pytest.raises(BundleError, match="missing"):
         Blend.load(path)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda st: st["weights"].__setitem__(0, float("nan")), r"weights\[0\]' is nan"),
+    (lambda st: st["weights"].__setitem__(0, -0.5), r"weights\[0\]' is -0.5"),
+    (lambda st: st["weights"].__setitem__(0, st["weights"][0] + 0.25), "sums to"),
+    (lambda st: st["weights"].pop(), "one weight per member"),
+    (lambda st: st["members"][0]["files"][0].update(fold=10**9), r"fold' is 1000000000, not a fold index 0..2"),
+    (lambda st: st["members"][0]["files"][0].update(model="../../x.json"), "outside the bundle"),
+    (lambda st: st["params"].update(n_folds=10**9), "n_folds"),
+])
+def test_load_refuses_re_signed_manifests_with_impossible_values(fitted, tmp_path, edit, message):
+    """An edited manifest signed again is caught by its values: nothing NaN, no 8 GB fold list."""
+    from test_chain import resign
+
+    path = fitted.save(tmp_path / "b")
+    weighted = next(i for i, w in enumerate(fitted.weights_) if w > 0)
+
+    def change(doc):
+        st = doc["state"]
+        st["members"].insert(0, st["members"].pop(weighted))  # a member with files first
+        st["weights"].insert(0, st["weights"].pop(weighted))
+        edit(st)
+
+    resign(path, change)
+    with pytest.raises(BundleError, match=message) as err:
+        Blend.load(path)
+    assert "manifest.json" in str(err.value)
+
+
+def test_a_bundle_and_a_one_step_chain_are_one_format(fitted, table, tmp_path):
+    from stacker.chain import Chain
+
+    path = fitted.save(tmp_path / "b")
+    as_chain = Chain.load(path)
+    assert len(as_chain) == 1 and isinstance(as_chain[0], Blend)
+    np.testing.assert_array_equal(as_chain.transform(table).probs, fitted.transform(table).probs)
+    Chain([fitted]).save(tmp_path / "c")
+    np.testing.assert_array_equal(Blend.load(tmp_path / "c").transform(table).probs, fitted.transform(table).probs)
+    from stacker.transforms import PowerMean
+
+    Chain([PowerMean(over="models")]).save(tmp_path / "d")
+    with pytest.raises(BundleError, match="holds a chain, not a Blend"):
+        Blend.load(tmp_path / "d")
 
 
 # ------------------------------------------------------------------------- CLI

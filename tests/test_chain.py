@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -50,8 +51,10 @@ def test_save_load_round_trip(tmp_path):
     chain = _chain()
     chain.fit(holdout)
     chain.save(tmp_path / "chain")
-    doc = json.loads((tmp_path / "chain" / "chain.json").read_text())
-    assert [s["kind"] for s in doc["steps"]] == ["power_mean", "temperature", "prior_shift", "hungarian"]
+    doc = json.loads((tmp_path / "chain" / "manifest.json").read_text())
+    assert doc["kind"] == "chain" and doc["format"] == "stacker-bundle"
+    assert [s["kind"] for s in doc["state"]["steps"]] == ["power_mean", "temperature", "prior_shift", "hungarian"]
+    assert doc["steps"] == ["power_mean", "temperature", "prior_shift", "hungarian"]
     assert (tmp_path / "chain" / "03-hungarian").is_dir()
     loaded = Chain.load(tmp_path / "chain")
     np.testing.assert_array_equal(loaded.transform(test).probs, chain.transform(test).probs)
@@ -102,34 +105,84 @@ def test_native_files_and_tampering(tmp_path):
     (path / "00-test_scale_native" / "mean.npy").unlink()
     with pytest.raises(BundleError, match="missing"):
         Chain.load(path)
+    # A listed file replaced by a symbolic link (to a file with the very same bytes) is refused.
+    chain.save(path)
+    native = path / "00-test_scale_native" / "mean.npy"
+    outside = tmp_path / "outside.npy"
+    outside.write_bytes(native.read_bytes())
+    native.unlink()
+    native.symlink_to(outside)
+    with pytest.raises(BundleError, match="symbolic link"):
+        Chain.load(path)
+
+
+def resign(path, edit):
+    """Edit a saved manifest and sign it again, as someone who read the format would."""
+    doc = json.loads((path / "manifest.json").read_text())
+    doc.pop("checksum")
+    edit(doc)
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=True).encode()
+    doc["checksum"] = hashlib.sha256(canonical).hexdigest()
+    (path / "manifest.json").write_text(json.dumps(doc))
 
 
 def test_load_refuses_bad_bundles(tmp_path):
-    chain = Chain([HungarianEqualizer(quota=6)])
+    table = make_table(n_images=60, seed=5)
+    chain = Chain([HungarianEqualizer(quota=0.1)]).fit(table)
     path = chain.save(tmp_path / "c")
-    with pytest.raises(BundleError, match="no chain.json"):
+    with pytest.raises(BundleError, match="does not exist"):
         Chain.load(tmp_path / "nothing")
-    doc = json.loads((path / "chain.json").read_text())
-    doc["steps"][0]["kind"] = "magic"
-    (path / "chain.json").write_text(json.dumps(doc))
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(BundleError, match="no manifest.json"):
+        Chain.load(tmp_path / "plain")
+    manifest = path / "manifest.json"
+    text = manifest.read_text()
+    manifest.write_text(text.replace('"quota": 0.1', '"quota": 0.2'))
+    with pytest.raises(BundleError, match="modified after it was written"):  # an edited chain no longer loads
+        Chain.load(path)
+    manifest.write_text(text)
+    resign(path, lambda d: d["state"]["steps"][0].update(kind="magic"))
     with pytest.raises(BundleError, match="unknown transform kind 'magic'"):
         Chain.load(path)
-    (path / "chain.json").write_text("{not json")
+    manifest.write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):
         Chain.load(path)
-    (path / "chain.json").write_text(json.dumps({"format": "other"}))
-    with pytest.raises(BundleError, match="not a stacker chain"):
+    manifest.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(BundleError, match="nested too deeply"):
         Chain.load(path)
-    doc = json.loads(json.dumps({"format": "stacker-chain", "version": 99, "steps": [], "files": {}}))
-    (path / "chain.json").write_text(json.dumps(doc))
+    manifest.write_text(json.dumps({"format": "other"}))
+    with pytest.raises(BundleError, match="not a 'stacker-bundle' manifest"):
+        Chain.load(path)
+    manifest.write_text(text)
+    resign(path, lambda d: d.update(format_version=99))
     with pytest.raises(BundleError, match="version 99"):
         Chain.load(path)
     chain.save(path)
-    doc = json.loads((path / "chain.json").read_text())
-    doc["steps"][0]["dir"] = "../elsewhere"
-    (path / "chain.json").write_text(json.dumps(doc))
-    with pytest.raises(BundleError, match="missing"):
+    resign(path, lambda d: d["state"]["steps"][0].update(dir="../elsewhere"))
+    with pytest.raises(BundleError, match=r"steps\[0\].dir.*outside the bundle"):
         Chain.load(path)
+    chain.save(path)
+    resign(path, lambda d: d["files"].update({"../../etc/passwd": "0" * 64}))
+    with pytest.raises(BundleError, match="outside the bundle"):
+        Chain.load(path)
+    # A chain saved in the old chain.json format (no checksum of its own) is refused with the reason.
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "chain.json").write_text(json.dumps({"format": "stacker-chain", "version": 1}))
+    with pytest.raises(BundleError, match="older stacker"):
+        Chain.load(legacy)
+
+
+def test_save_refuses_to_replace_a_folder_that_is_not_a_bundle(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    chain = Chain([PowerMean(over="models")])
+    with pytest.raises(BundleError, match="not a stacker bundle; refusing"):
+        chain.save(work)
+    assert (work / "notes.txt").read_text() == "mine"
+    chain.save(tmp_path / "empty")  # a new or empty directory is fine, and so is replacing a bundle
+    chain.save(tmp_path / "empty")
 
 
 def test_bad_steps():

@@ -221,7 +221,7 @@ def test_shipped_rules_and_bad_rule_files(tmp_path):
         ("[classes.A]\nmodel = ['x']\nsizes = [[1]]\n", "2 integers"),
         ("[classes.A]\nmodel = ['x']\nmin_quality = 101\n", "min_quality"),
         ("[defaults]\nmin_quality = 90\n", "no \\[classes"),
-        ("[classes.A\n", "cannot parse"),
+        ("[classes.A\n", "cannot be parsed"),
     ]:
         bad.write_text(text)
         with pytest.raises(RulesError, match=match):

@@ -186,16 +186,11 @@ def _before_after(table: PredictionTable, by: str | None) -> tuple[np.ndarray, n
 
 
 def _read_oof(root: Path, state: dict[str, Any]) -> PredictionTable | None:
-    """The bundle's out-of-fold table, checked against the manifest's checksum when it has one."""
-    path = root / "oof.parquet"
-    if not path.is_file():
-        return None
-    entry = state.get("oof")
-    if entry:
-        from stacker.bundle import _checked
+    """The bundle's out-of-fold table (its checksum verified with the manifest), if it has one."""
+    from stacker.bundle import oof_path
 
-        _checked(root, entry["path"], entry["sha256"])
-    return read_table(path)
+    path = oof_path(root, state)
+    return None if path is None else read_table(path)
 
 
 def build_report(
@@ -218,6 +213,8 @@ def build_report(
     """
     root = Path(bundle)
     manifest = read_manifest(root)
+    if manifest.get("kind") != "blend":
+        raise BundleError(f"bundle {str(root)!r} holds a {manifest.get('kind')}; the report reads Blend bundles")
     state = manifest.get("state", {})
     classes = list(manifest["classes"])
     k = len(classes)

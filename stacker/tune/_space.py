@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stacker.errors import ConfigError
+from stacker.recipe import Range, parse_choices, parse_range
 
 if TYPE_CHECKING:
     import optuna
@@ -44,36 +45,6 @@ CLASS_WEIGHT_RANGE = (0.5, 2.0)
 TTA_POWER_RANGE = (0.0, 3.0)
 #: The choice value that keeps every choice of a choice parameter.
 KEEP_ALL = "*"
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-@dataclass(frozen=True)
-class _Range:
-    low: float
-    high: float
-    log: bool
-    integer: bool
-    form: str  # "list" ([low, high]) or "dict" ({low, high, log, int})
-
-
-def _as_range(spec: Any) -> _Range | None:
-    if isinstance(spec, dict) and "low" in spec and "high" in spec:
-        return _Range(float(spec["low"]), float(spec["high"]), bool(spec.get("log")), bool(spec.get("int")), "dict")
-    if isinstance(spec, list) and len(spec) == 2 and all(_is_num(v) for v in spec):
-        integer = all(isinstance(v, int) for v in spec)
-        return _Range(float(spec[0]), float(spec[1]), False, integer, "list")
-    return None
-
-
-def _as_choices(spec: Any) -> list[Any] | None:
-    if isinstance(spec, dict) and "choices" in spec:
-        return list(spec["choices"])
-    if isinstance(spec, list) and _as_range(spec) is None:
-        return list(spec)
-    return None
 
 
 @dataclass
@@ -157,13 +128,13 @@ class SearchSpace:
         for fam in self.recipe.families:
             params[f"{fam.family}.count"] = ["int", self._count_low, self._count_high(fam.count)]
             for name, spec in sorted(fam.params.items()):
-                rng = _as_range(spec)
+                rng = parse_range(spec)
                 if rng is not None:
                     if rng.low < rng.high:
                         params[f"{fam.family}.{name}.center"] = ["float", rng.low, rng.high, rng.log]
                         params[f"{fam.family}.{name}.width"] = ["float", 0.0, 1.0, False]
                     continue
-                choices = _as_choices(spec)
+                choices = parse_choices(spec)
                 if choices is not None and len(choices) > 1:
                     params[f"{fam.family}.{name}"] = ["cat", [KEEP_ALL, *map(_jsonable_choice, choices)]]
                 else:
@@ -189,11 +160,11 @@ class SearchSpace:
             body: dict[str, Any] = {"count": trial.suggest_int(
                 f"{fam.family}.count", self._count_low, self._count_high(fam.count))}
             for name, spec in fam.params.items():
-                rng = _as_range(spec)
+                rng = parse_range(spec)
                 if rng is not None:
                     body[name] = self._suggest_range(trial, f"{fam.family}.{name}", rng, spec)
                     continue
-                choices = _as_choices(spec)
+                choices = parse_choices(spec)
                 if choices is not None and len(choices) > 1:
                     options = [KEEP_ALL, *map(_jsonable_choice, choices)]
                     pick = trial.suggest_categorical(f"{fam.family}.{name}", options)
@@ -217,7 +188,7 @@ class SearchSpace:
         return self.suggest(optuna.trial.FixedTrial(params))
 
     @staticmethod
-    def _suggest_range(trial: optuna.Trial, name: str, rng: _Range, spec: Any) -> Any:
+    def _suggest_range(trial: optuna.Trial, name: str, rng: Range, spec: Any) -> Any:
         if rng.low >= rng.high:
             return spec
         center = trial.suggest_float(f"{name}.center", rng.low, rng.high, log=rng.log)

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "table with one model, 'blend', keeping the input's id/label/fold/manip/manip_kind/view columns, "
         "and/or a submission CSV with one class per id.",
     )
-    p.add_argument("bundle", help="bundle directory written by 'stacker fit'")
+    p.add_argument("bundle", help="bundle directory written by 'stacker fit' (or a saved Chain)")
     p.add_argument("table", help="prediction table to predict (parquet, CSV or .npz)")
     p.add_argument("-o", "--output", help="output prediction table (parquet, or CSV by its suffix)")
     p.add_argument("--submission", help="also write a submission CSV: one row per id with its class")
@@ -32,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from stacker import bundle
     from stacker.blend import Blend
     from stacker.errors import ConfigError
     from stacker.postprocess import apply_postprocess, resolve_by
@@ -41,10 +42,16 @@ def run(args: argparse.Namespace) -> int:
     if not args.output and not args.submission:
         raise ConfigError("nothing to write: give -o/--output and/or --submission")
     columns = parse_columns(args.submission_columns)
-    blend = Blend.load(args.bundle)
+    if not bundle.is_bundle(args.bundle) and bundle.is_bundle(args.table):
+        raise ConfigError(f"{args.bundle!r} is not a bundle but {args.table!r} is: the bundle comes first "
+                          "(stacker predict BUNDLE TABLE)")
+    step = bundle.load(args.bundle)
     table = read_table(args.table, renormalize=args.renormalize, atol=args.atol)
-    out = blend.transform(table)
-    post = blend.recipe_.postprocess if args.post == "recipe" else args.post
+    out = step.transform(table)
+    if out.n_models != 1:
+        raise ConfigError(f"the saved {type(step).kind} gives {out.n_models} models per row; predict needs one")
+    recipe_post = step.recipe_.postprocess if isinstance(step, Blend) else None
+    post = recipe_post if args.post == "recipe" else args.post
     post = None if post == "none" else post
     by = resolve_by(args.by, out.meta.columns)
     if post is not None:
