@@ -26,7 +26,7 @@ _REFINE_SAMPLE = 32_768
 __all__ = ["TINY", "ssp", "bulk_argmax", "certificate_violations", "has_bad_rows", "score_violations", "HAVE_NUMBA", "PYTHON", "JIT_MIN_WORK", "kernels"]
 
 try:  # pragma: no cover - exercised when numba is installed
-    import numba as _numba
+    import numba as _numba  # noqa: F401 - only to know whether it is there
 
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover
@@ -709,25 +709,16 @@ class _Kernels:
         self._compiled: _Namespace | None = None
 
     def compile(self) -> _Namespace:
-        """Compile (or load from the on-disk cache) and return the compiled kernels."""
+        """Compile (or load from the on-disk cache) and return the compiled kernels (:mod:`stacker._assign_jit`).
+
+        This module's functions are never rebound: the interpreted kernels stay interpreted.
+        """
         if self._compiled is None:
             if not HAVE_NUMBA:
                 return PYTHON
-            jit = _numba.njit(cache=True, nogil=True)
-            g = globals()
-            # Helpers are compiled first and rebound so the compiled callers call compiled code.
-            for name in ("_select", "_store", "_recompute", "_add_newcomer", "_weights", "_value"):
-                g[name] = jit(g[name])
-            self._compiled = _Namespace(
-                ssp=jit(ssp),
-                bulk_argmax=jit(bulk_argmax),
-                certificate_violations=jit(certificate_violations),
-                has_bad_rows=jit(has_bad_rows),
-                gather_contested=gather_contested,
-                refine_prices=jit(refine_prices),
-                score_violations=jit(score_violations),
-                margin_is_ratio=margin_is_ratio,
-            )
+            from stacker._assign_jit import KERNELS
+
+            self._compiled = KERNELS
         return self._compiled
 
     def pick(self, work: int) -> _Namespace:

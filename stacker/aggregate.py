@@ -18,13 +18,13 @@ import pandas as pd
 import scipy.sparse as sp
 
 from stacker.errors import ConfigError, SchemaError
-from stacker.table import FOLD, LABEL, VIEW, PredictionTable
+from stacker.table import FOLD, LABEL, PROB_FLOOR, VIEW, PredictionTable
 
 __all__ = ["power_mean", "aggregate_views", "aggregate_models", "GEOMETRIC_TOL"]
 
 #: ``|p|`` below this is treated as the geometric mean (the p -> 0 limit).
 GEOMETRIC_TOL = 1e-9
-_EPS = 1e-15
+_EPS = PROB_FLOOR  # stacker.table's one floor
 
 
 def _check_p(p: float) -> float:

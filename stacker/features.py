@@ -22,7 +22,8 @@ __all__ = ["FeatureSpec", "FEATURE_KINDS", "LOG_FLOOR", "to_log"]
 
 #: ``"proba"``: raw probabilities; ``"log"`` (alias ``"logit"``): log-probabilities.
 FEATURE_KINDS = ("proba", "log")
-#: Probabilities are clipped below at this value before taking logs (log(1e-7) = -16.1).
+#: Probabilities are clipped below at this value before taking logs (log(1e-7) = -16.1): bounded
+#: inputs for the MLP and logistic members (a documented exception to ``stacker.table.PROB_FLOOR``).
 LOG_FLOOR = 1e-7
 
 

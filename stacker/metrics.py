@@ -6,10 +6,12 @@ from typing import Any
 
 import numpy as np
 
+from stacker.table import PROB_FLOOR
+
 __all__ = ["accuracy", "log_loss", "per_class_accuracy", "score", "score_split", "LOG_EPS"]
 
-#: Probabilities are clipped to ``[LOG_EPS, 1]`` inside the log loss, as scikit-learn does.
-LOG_EPS = 1e-15
+#: Probabilities are clipped to ``[LOG_EPS, 1]`` inside the log loss: the table's one floor.
+LOG_EPS = PROB_FLOOR
 
 
 def _weights(w: np.ndarray | None, n: int) -> np.ndarray:

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from stacker.aggregate import aggregate_views, power_mean
-from stacker.metrics import LOG_EPS, score_split
-from stacker.table import LABEL, MANIP, VIEW, PredictionTable
+from stacker.metrics import score_split
+from stacker.table import LABEL, MANIP, PROB_FLOOR, VIEW, PredictionTable
 
 __all__ = ["summarize", "model_scores", "model_correlation"]
 
@@ -72,7 +72,7 @@ def model_correlation(probs: np.ndarray) -> np.ndarray:
     m = probs.shape[1]
     if m < 2:
         return np.ones((m, m))
-    logp = np.log(np.clip(probs, LOG_EPS, 1.0)).transpose(1, 0, 2).reshape(m, -1)
+    logp = np.log(np.clip(probs, PROB_FLOOR, 1.0)).transpose(1, 0, 2).reshape(m, -1)
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = np.corrcoef(logp)
     return np.nan_to_num(corr, nan=0.0)

@@ -67,6 +67,7 @@ __all__ = [
     "read_metadata",
     "prob_column",
     "DEFAULT_ATOL",
+    "PROB_FLOOR",
 ]
 
 SCHEMA_VERSION = 1
@@ -76,6 +77,13 @@ META_COLUMNS = (ID, LABEL, FOLD, MANIP, MANIP_KIND, VIEW)
 SEP = "/"
 #: Default tolerance on ``|row sum - 1|`` per model: loose enough for float16/32 softmax outputs.
 DEFAULT_ATOL = 1e-3
+#: The one probability floor: wherever stacker takes the log of a probability (log loss, temperature
+#: scaling, power means, model correlations) a smaller value is read as this (log = -34.5), as
+#: scikit-learn's log loss does.  Two documented exceptions have their own purpose: the meta-models'
+#: log features clip at ``FeatureSpec``'s 1e-7 (bounded inputs for the MLP and logistic members), and
+#: the exact equalizer reads a zero as 1e-300 (worse than any positive probability, taken only when
+#: the quotas force it).
+PROB_FLOOR = 1e-15
 
 
 def prob_column(model: str, cls: str) -> str:

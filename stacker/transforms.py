@@ -29,11 +29,10 @@ from stacker.base import Transform, register
 from stacker.equalize import QuotaSpec, _Equalizer, _per_class
 from stacker.errors import ConfigError, LabelError, ProbabilityError
 from stacker.inputs import to_table
-from stacker.table import FOLD, PredictionTable
+from stacker.table import FOLD, PROB_FLOOR, PredictionTable
 
 __all__ = ["PowerMean", "PriorShift", "TemperatureScaling", "SinkhornEqualizer", "em_prior"]
 
-_EPS = 1e-15
 
 
 def _renorm(x: np.ndarray) -> np.ndarray:
@@ -259,7 +258,7 @@ class PriorShift(Transform):
 def _fit_temperature(P: np.ndarray, y: np.ndarray) -> float:
     from scipy.optimize import minimize_scalar
 
-    logp = np.log(np.clip(P, _EPS, 1.0))
+    logp = np.log(np.clip(P, PROB_FLOOR, 1.0))
 
     def nll(log_t: float) -> float:
         z = logp / np.exp(log_t)
@@ -272,7 +271,7 @@ def _fit_temperature(P: np.ndarray, y: np.ndarray) -> float:
 
 
 def _apply_temperature(P: np.ndarray, t: float) -> np.ndarray:
-    z = np.log(np.clip(P, _EPS, 1.0)) / t
+    z = np.log(np.clip(P, PROB_FLOOR, 1.0)) / t
     z = z - z.max(axis=1, keepdims=True)
     return _renorm(np.exp(z))
 

@@ -110,6 +110,19 @@ def test_larger_fixed_cases(kind, n, k, jit, monkeypatch):
     _assert_optimal(P, lo, up)
 
 
+def test_compiling_the_kernels_leaves_the_interpreted_ones_interpreted(monkeypatch):
+    """STACKER_JIT=0 after a compile in the same process still runs plain Python end to end."""
+    numba = pytest.importorskip("numba")
+    from stacker import _assign_kernels as ak
+
+    compiled = ak.kernels.compile()
+    assert isinstance(compiled.ssp, numba.core.dispatcher.Dispatcher)
+    for name in ("_select", "_store", "_recompute", "_add_newcomer", "_weights", "_value", "ssp"):
+        assert not isinstance(getattr(ak, name), numba.core.dispatcher.Dispatcher), name
+    monkeypatch.setenv("STACKER_JIT", "0")
+    assert ak.kernels.pick(10**9) is ak.PYTHON
+
+
 @pytest.mark.parametrize("n,k", [(48_000, 6), (24_000, 25)])
 def test_subsampled_path_is_exact_and_certified(n, k):
     # Above 20,000 rows prices come from a subsample and rows are frozen: the answer must not change.

@@ -1,0 +1,35 @@
+"""The compiled kernels: the code of :mod:`stacker._assign_kernels`, compiled by numba in a namespace of its own.
+
+numba resolves a jitted function's calls through its module's globals, so its helpers must be
+jitted objects there.  Rather than rebinding the helpers of :mod:`stacker._assign_kernels` (after
+which its interpreted kernels would call compiled helpers), the same source is executed once in
+this module and compiled here; the interpreted module is never changed.  The functions keep the
+source file's name and lines, and this module is a real module, so numba's on-disk cache works.
+Imported only when the compiled kernels are first asked for (numba is optional).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numba
+
+from stacker import _assign_kernels as _source
+
+exec(compile(inspect.getsource(_source), _source.__file__, "exec"), globals())  # noqa: S102 - our own source
+
+_jit = numba.njit(cache=True, nogil=True)
+# Helpers first, so the compiled callers below find compiled helpers in this module's globals.
+for _name in ("_select", "_store", "_recompute", "_add_newcomer", "_weights", "_value"):
+    globals()[_name] = _jit(globals()[_name])
+
+KERNELS = _Namespace(  # noqa: F821 - defined by the exec above
+    ssp=_jit(ssp),  # noqa: F821
+    bulk_argmax=_jit(bulk_argmax),  # noqa: F821
+    certificate_violations=_jit(certificate_violations),  # noqa: F821
+    has_bad_rows=_jit(has_bad_rows),  # noqa: F821
+    gather_contested=gather_contested,  # noqa: F821 - plain NumPy, calls no loop
+    refine_prices=_jit(refine_prices),  # noqa: F821
+    score_violations=_jit(score_violations),  # noqa: F821
+    margin_is_ratio=margin_is_ratio,  # noqa: F821
+)
