@@ -10,13 +10,13 @@ Imported only when the compiled kernels are first asked for (numba is optional).
 
 from __future__ import annotations
 
-import inspect
+from pathlib import Path
 
 import numba
 
-from stacker import _assign_kernels as _source
-
-exec(compile(inspect.getsource(_source), _source.__file__, "exec"), globals())  # noqa: S102 - our own source
+# The source is read, not imported: this module depends on the file alone (no import circle).
+_SOURCE = Path(__file__).with_name("_assign_kernels.py")
+exec(compile(_SOURCE.read_text(encoding="utf-8"), str(_SOURCE), "exec"), globals())  # noqa: S102 - our own source
 
 _jit = numba.njit(cache=True, nogil=True)
 # Helpers first, so the compiled callers below find compiled helpers in this module's globals.
