@@ -71,8 +71,10 @@ def main() -> None:
 
     kernels.compile()
     print(f"exact assignment without numba: cpu count {os.cpu_count()}, load avg {os.getloadavg()[0]:.1f}")
-    print(f"{'N':>9} {'K':>4} {'interpreted s':>14} {'compiled s':>11} {'or-tools s':>11} {'(build s)':>10} "
-          f"{'or-tools / compiled':>20} {'objective gap':>14}")
+    print(
+        f"{'N':>9} {'K':>4} {'interpreted s':>14} {'compiled s':>11} {'or-tools s':>11} {'(build s)':>10} "
+        f"{'or-tools / compiled':>20} {'objective gap':>14}"
+    )
     for size in args.sizes.split(","):
         n, k = (int(v) for v in size.split("x"))
         P = make_probs(n, k)
@@ -90,12 +92,17 @@ def main() -> None:
         try:
             t_or, (b, build) = best(lambda: ortools_assign(P, lo), args.repeat)
             gap = assignment_objective(P, a) - assignment_objective(P, b)
-            print(f"{n:>9,} {k:>4} {t_py:>14.2f} {t_jit:>11.3f} {t_or:>11.3f} {build:>10.3f} "
-                  f"{t_or / t_jit:>19.1f}x {gap:>14.3e}", flush=True)
+            print(
+                f"{n:>9,} {k:>4} {t_py:>14.2f} {t_jit:>11.3f} {t_or:>11.3f} {build:>10.3f} "
+                f"{t_or / t_jit:>19.1f}x {gap:>14.3e}",
+                flush=True,
+            )
         except ImportError:
             print(f"{n:>9,} {k:>4} {t_py:>14.2f} {t_jit:>11.3f} {'-':>11} (pip install ortools)", flush=True)
-    print("objective gap = ours - or-tools (total log-probability; >= 0: ours is at least as good; OR-Tools "
-          "optimises costs rounded to 1e-6)")
+    print(
+        "objective gap = ours - or-tools (total log-probability; >= 0: ours is at least as good; OR-Tools "
+        "optimises costs rounded to 1e-6)"
+    )
 
 
 if __name__ == "__main__":

@@ -124,21 +124,35 @@ def forecast_seconds(table, recipe: str, jobs: int, n_folds: int = 5) -> float:
     from stacker.planner import CostModel, Planner, Work
     from stacker.recipe import get_recipe
 
-    work = Work(int(len(table) * (n_folds - 1) / n_folds), len(table.models) * table.n_classes + int("manip" in table.meta.columns),
-                table.n_classes, len(table.models))
-    members = [(m.name, m.family, m.params, [list(range(n_folds))] if m.family == "keras" else
-                [[f] for f in range(n_folds)]) for m in get_recipe(recipe).sample(0)]
+    work = Work(
+        int(len(table) * (n_folds - 1) / n_folds),
+        len(table.models) * table.n_classes + int("manip" in table.meta.columns),
+        table.n_classes,
+        len(table.models),
+    )
+    members = [
+        (m.name, m.family, m.params, [list(range(n_folds))] if m.family == "keras" else [[f] for f in range(n_folds)])
+        for m in get_recipe(recipe).sample(0)
+    ]
     return Planner(members, CostModel(work), jobs, None, n_folds=n_folds).forecast()[1]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", default=["cifar", "satimage", "pendigits", "letter"])
-    ap.add_argument("--budgets", nargs="*", default=["30", "60", "120", "300", "none"],
-                    help="seconds, 'default' (the recipe's own time_limit) or 'none' (the 'best' recipe); "
-                    "none given: the anchors only")
-    ap.add_argument("--max-none-seconds", type=float, default=1800,
-                    help="skip a 'none' fit the cost model expects to take longer (printing the forecast)")
+    ap.add_argument(
+        "--budgets",
+        nargs="*",
+        default=["30", "60", "120", "300", "none"],
+        help="seconds, 'default' (the recipe's own time_limit) or 'none' (the 'best' recipe); "
+        "none given: the anchors only",
+    )
+    ap.add_argument(
+        "--max-none-seconds",
+        type=float,
+        default=1800,
+        help="skip a 'none' fit the cost model expects to take longer (printing the forecast)",
+    )
     ap.add_argument("--recipe", default="default", help="recipe fitted under each budget (default: default)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -162,8 +176,18 @@ def main() -> int:
             limit = {"none": math.inf, "default": None}[b] if b in ("none", "default") else float(b)
             recipe = "best" if b == "none" else args.recipe
             if b == "none" and (eta := forecast_seconds(table, "best", args.jobs)) > args.max_none_seconds:
-                rows.append((name, f"best none (not run: forecast {eta / 60:.0f} min)", float("nan"), "",
-                             float("nan"), float("nan"), float("nan"), ""))
+                rows.append(
+                    (
+                        name,
+                        f"best none (not run: forecast {eta / 60:.0f} min)",
+                        float("nan"),
+                        "",
+                        float("nan"),
+                        float("nan"),
+                        float("nan"),
+                        "",
+                    )
+                )
                 print(f"  {rows[-1][1]}", flush=True)
                 continue
             with PeakRSS() as peak:
@@ -177,12 +201,24 @@ def main() -> int:
             label = f"{recipe} {b}" if b in ("none", "default") else f"{recipe} {b} s"
             if b == "default":
                 label += f" ({blend.time_limit_:g} s)"
-            rows.append((name, label, seconds,
-                         f"{len(blend.members_)}/{sampled}", peak.peak / 2**30, s["accuracy"], s["log_loss"],
-                         f"{len(over)} overrun(s)" if over else ""))
-            print(f"  {rows[-1][1]:<16} {seconds:7.1f} s  members {rows[-1][3]:>6}  peak {rows[-1][4]:.2f} GiB  "
-                  f"acc {s['accuracy']:.4f}  ll {s['log_loss']:.4f}  {rows[-1][7]}  "
-                  f"(observed / estimated seconds: {blend.plan_.get('cost_factors')})", flush=True)
+            rows.append(
+                (
+                    name,
+                    label,
+                    seconds,
+                    f"{len(blend.members_)}/{sampled}",
+                    peak.peak / 2**30,
+                    s["accuracy"],
+                    s["log_loss"],
+                    f"{len(over)} overrun(s)" if over else "",
+                )
+            )
+            print(
+                f"  {rows[-1][1]:<16} {seconds:7.1f} s  members {rows[-1][3]:>6}  peak {rows[-1][4]:.2f} GiB  "
+                f"acc {s['accuracy']:.4f}  ll {s['log_loss']:.4f}  {rows[-1][7]}  "
+                f"(observed / estimated seconds: {blend.plan_.get('cost_factors')})",
+                flush=True,
+            )
         for what, (acc, ll) in anchors(table, folds).items():
             rows.append((name, what, float("nan"), "", float("nan"), acc, ll, ""))
     print(f"\n{'data':<10}{'fit':<34}{'seconds':>8}{'members':>9}{'peak GiB':>9}{'accuracy':>9}{'log loss':>9}")

@@ -71,8 +71,12 @@ def synthetic_holdout(n_rows: int, n_models: int = 9, n_classes: int = 10, seed:
         e = np.exp(z)
         probs[:, m] = e / e.sum(axis=1, keepdims=True)
     return PredictionTable.from_arrays(
-        [f"img{i:06d}" for i in ids], probs, classes, models=[f"model-{m}" for m in range(n_models)],
-        labels=[classes[k] for k in y], manip=manip,
+        [f"img{i:06d}" for i in ids],
+        probs,
+        classes,
+        models=[f"model-{m}" for m in range(n_models)],
+        labels=[classes[k] for k in y],
+        manip=manip,
     )
 
 
@@ -136,9 +140,9 @@ def sequential_loop(table, recipe, n_folds: int, seed: int, threads: str) -> tup
     from threadpoolctl import threadpool_limits
 
     from stacker.blend import _grouped_folds
-    from stacker.parallel import task_seed as _task_seed
     from stacker.features import FeatureSpec
     from stacker.metamodels import BLOCK_FAMILIES, get_family
+    from stacker.parallel import task_seed as _task_seed
 
     spec = FeatureSpec.from_table(table, "log")
     X, y = spec.transform(table), table.y
@@ -174,13 +178,20 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, nargs="+", default=[50_000])
     ap.add_argument("--members", type=int, nargs="+", default=[0], help="about N members (0: the whole recipe)")
-    ap.add_argument("--recipe", default="best",
-                    help="recipe (default 'best': every member, no budget; 'default' fits within its time budget)")
+    ap.add_argument(
+        "--recipe",
+        default="best",
+        help="recipe (default 'best': every member, no budget; 'default' fits within its time budget)",
+    )
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--no-loop", action="store_true", help="skip the sequential loop")
-    ap.add_argument("--loop-threads", choices=["library", "single"], default="library",
-                    help="the loop's threading: each library's default (all cores) or one thread per fit")
+    ap.add_argument(
+        "--loop-threads",
+        choices=["library", "single"],
+        default="library",
+        help="the loop's threading: each library's default (all cores) or one thread per fit",
+    )
     ap.add_argument("--no-blend", action="store_true", help="time only the loop")
     args = ap.parse_args()
 
@@ -203,21 +214,33 @@ def main() -> int:
                 fitted = len(b.members_)  # fewer than sampled under a time budget
                 for m, s in zip(b.members_, b.fit_seconds_.sum(axis=1)):
                     fam_s[m.family] = fam_s.get(m.family, 0.0) + s
-                print(f"rows {rows:>7}  members {fitted:>3}/{recipe.n_members}  blend {wall:8.1f}s  peak {peak:5.2f} GiB  "
-                      f"oof acc {acc:.4f}  fit seconds by family: "
-                      + ", ".join(f"{k} {v:.0f}" for k, v in fam_s.items())
-                      + f"; sum {sum(fam_s.values()):.0f}s (the Blend's own fits one after another)", flush=True)
-            loop, loop_fam = (None, {}) if args.no_loop else sequential_loop(
-                table, recipe, args.folds, 0, args.loop_threads)
+                print(
+                    f"rows {rows:>7}  members {fitted:>3}/{recipe.n_members}  blend {wall:8.1f}s  "
+                    f"peak {peak:5.2f} GiB  "
+                    f"oof acc {acc:.4f}  fit seconds by family: "
+                    + ", ".join(f"{k} {v:.0f}" for k, v in fam_s.items())
+                    + f"; sum {sum(fam_s.values()):.0f}s (the Blend's own fits one after another)",
+                    flush=True,
+                )
+            loop, loop_fam = (
+                (None, {}) if args.no_loop else sequential_loop(table, recipe, args.folds, 0, args.loop_threads)
+            )
             if loop is not None:
-                print(f"rows {rows:>7}  members {recipe.n_members:>3}  loop ({args.loop_threads} threads) {loop:8.1f}s  "
-                      "seconds by family: " + ", ".join(f"{k} {v:.0f}" for k, v in loop_fam.items()), flush=True)
+                print(
+                    f"rows {rows:>7}  members {recipe.n_members:>3}  loop ({args.loop_threads} threads) {loop:8.1f}s  "
+                    "seconds by family: " + ", ".join(f"{k} {v:.0f}" for k, v in loop_fam.items()),
+                    flush=True,
+                )
             results.append((rows, fitted, wall, peak, loop, fam_s))
 
-    print(f"\n{args.folds}-fold Blend fit, {args.jobs} jobs, recipe {args.recipe!r}, 9 models x 10 classes + manip, "
-          f"{os.cpu_count()} cores; loop: {args.loop_threads} threads")
-    print(f"{'rows':>8}{'members':>9}{'fits':>6}{'wall s':>9}{'rows/s':>9}{'peak GiB':>10}{'loop s':>9}"
-          f"{'speed-up':>10}{'bound':>8}")
+    print(
+        f"\n{args.folds}-fold Blend fit, {args.jobs} jobs, recipe {args.recipe!r}, 9 models x 10 classes + manip, "
+        f"{os.cpu_count()} cores; loop: {args.loop_threads} threads"
+    )
+    print(
+        f"{'rows':>8}{'members':>9}{'fits':>6}{'wall s':>9}{'rows/s':>9}{'peak GiB':>10}{'loop s':>9}"
+        f"{'speed-up':>10}{'bound':>8}"
+    )
 
     def fmt(v, width: int, prec: int, suffix: str = "") -> str:
         return ("-" if v is None else f"{v:.{prec}f}{suffix}").rjust(width)
@@ -227,10 +250,14 @@ def main() -> int:
         # No schedule of the Blend's own fits on `jobs` cores beats sum(fit seconds) / jobs.
         bound = None if loop is None or not fam_s else loop / (sum(fam_s.values()) / args.jobs)
         rate = None if wall is None else rows * nm * args.folds / wall
-        print(f"{rows:>8}{nm:>9}{nm * args.folds:>6}{fmt(wall, 9, 1)}{fmt(rate, 9, 0)}{fmt(peak, 10, 2)}"
-              f"{fmt(loop, 9, 1)}{fmt(speed, 10, 2, 'x')}{fmt(bound, 8, 2, 'x')}")
-    print("rows/s = rows x members x folds fitted per second of wall time; bound = loop / (sum of the Blend's fit "
-          "seconds / jobs), the most any schedule of the Blend's fits could reach")
+        print(
+            f"{rows:>8}{nm:>9}{nm * args.folds:>6}{fmt(wall, 9, 1)}{fmt(rate, 9, 0)}{fmt(peak, 10, 2)}"
+            f"{fmt(loop, 9, 1)}{fmt(speed, 10, 2, 'x')}{fmt(bound, 8, 2, 'x')}"
+        )
+    print(
+        "rows/s = rows x members x folds fitted per second of wall time; bound = loop / (sum of the Blend's fit "
+        "seconds / jobs), the most any schedule of the Blend's fits could reach"
+    )
     return 0
 
 

@@ -92,7 +92,9 @@ def main() -> int:
         tr, te = folds != f, folds == f
         st = StackingClassifier(
             [(m, FrozenModel(i * k, k)) for i, m in enumerate(table.models)],
-            final_estimator=LogisticRegression(max_iter=1000), cv=3, stack_method="predict_proba",
+            final_estimator=LogisticRegression(max_iter=1000),
+            cv=3,
+            stack_method="predict_proba",
         ).fit(X[tr], y[tr])
         oof[te] = st.predict_proba(X[te])
     add("StackingClassifier + LogisticRegression", oof, time.perf_counter() - t0)
@@ -100,8 +102,9 @@ def main() -> int:
     for fam in args.families:
         recipe = Recipe.from_dict({"name": f"{fam}-alone", "families": {fam: {"count": 1}}})
         t0 = time.perf_counter()
-        b = Blend(recipe, n_folds=args.folds, seed=args.seed, combine="mean", features=args.features,
-                  n_jobs=1).fit(table)
+        b = Blend(recipe, n_folds=args.folds, seed=args.seed, combine="mean", features=args.features, n_jobs=1).fit(
+            table
+        )
         assert np.array_equal(b.folds_, folds)
         add(f"{fam} alone", b.oof_.probs[:, 0], time.perf_counter() - t0)
 
@@ -109,8 +112,9 @@ def main() -> int:
 
     for name in args.recipes:
         t0 = time.perf_counter()
-        b = Blend(name, n_folds=args.folds, seed=args.seed, combine="weights", features=args.features,
-                  n_jobs=args.jobs).fit(table)
+        b = Blend(
+            name, n_folds=args.folds, seed=args.seed, combine="weights", features=args.features, n_jobs=args.jobs
+        ).fit(table)
         seconds = time.perf_counter() - t0
         assert np.array_equal(b.folds_, folds)
         add(f"Blend {name} ({b.recipe_.n_members} members, weights)", b.oof_.probs[:, 0], seconds)

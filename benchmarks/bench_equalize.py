@@ -160,8 +160,10 @@ def first_call_seconds() -> dict:
 
 
 def speed(sizes: list[int], classes: list[int], scipy_max: int, repeat: int) -> None:
-    print(f"exact equalizer vs scipy expanded-matrix Hungarian (cpu count {os.cpu_count()}, "
-          f"load avg {os.getloadavg()[0]:.1f})")
+    print(
+        f"exact equalizer vs scipy expanded-matrix Hungarian (cpu count {os.cpu_count()}, "
+        f"load avg {os.getloadavg()[0]:.1f})"
+    )
     head = (
         f"{'N':>9} {'K':>4} {'off':>7} {'ours ms':>9} {'med ms':>9} {'est. ms':>9} {'ours MiB':>9} {'input MiB':>9} "
         f"{'scipy ms':>9} {'scipy MiB':>9} {'speed-up':>9} {'objective diff':>15}"
@@ -171,9 +173,12 @@ def speed(sizes: list[int], classes: list[int], scipy_max: int, repeat: int) -> 
     for k in classes:
         for n in sizes:
             with ctx.Pool(1) as pool:
-                r = pool.apply(_child, ([str(n), str(k), str(scipy_max), str(repeat if n < 10**6 else max(2, repeat // 2))],))
+                r = pool.apply(
+                    _child, ([str(n), str(k), str(scipy_max), str(repeat if n < 10**6 else max(2, repeat // 2))],)
+                )
             line = (
-                f"{r['n']:>9,} {r['k']:>4} {r['argmax_off']:>7,} {r['ours_s'] * 1e3:>9.2f} {r['ours_median_s'] * 1e3:>9.2f} "
+                f"{r['n']:>9,} {r['k']:>4} {r['argmax_off']:>7,} {r['ours_s'] * 1e3:>9.2f} "
+                f"{r['ours_median_s'] * 1e3:>9.2f} "
                 f"{r['estimator_s'] * 1e3:>9.2f} {r['ours_peak_mib']:>9.1f} {r['input_mib']:>9.1f}"
             )
             if "scipy_s" in r:
@@ -185,9 +190,11 @@ def speed(sizes: list[int], classes: list[int], scipy_max: int, repeat: int) -> 
             else:
                 line += f" {'-':>9} {'-':>9} {'-':>9} {'-':>15}"
             print(line, flush=True)
-    print("off = rows the plain argmax puts over the quotas; ours = solve_assignment, best of repeats, med = their "
-          "median; est. = HungarianEqualizer().fit_predict on the array (its validation and grouping included), best; "
-          "MiB = peak RSS over the RSS before the call")
+    print(
+        "off = rows the plain argmax puts over the quotas; ours = solve_assignment, best of repeats, med = their "
+        "median; est. = HungarianEqualizer().fit_predict on the array (its validation and grouping included), best; "
+        "MiB = peak RSS over the RSS before the call"
+    )
     print(f"load avg after: {os.getloadavg()[0]:.1f}")
     print(f"first solve of 2,640 x 10 in a fresh process (s): {json.dumps(first_call_seconds())}")
 
@@ -211,7 +218,12 @@ def cifar(table_path: Path | None, table_model: str | None) -> None:
         if list(extra.ids) != list(t.ids):
             order = {v: i for i, v in enumerate(extra.ids)}
             extra = extra.take([order[v] for v in t.ids])
-        rows.append((f"{table_path.name}:{table_model or 'mean'}", extra if table_model is None else extra.select_models([table_model])))
+        rows.append(
+            (
+                f"{table_path.name}:{table_model or 'mean'}",
+                extra if table_model is None else extra.select_models([table_model]),
+            )
+        )
     print("\nCIFAR-10 (10,000 rows, 1,000 per class): accuracy before / after equalization")
     print(f"{'predictions':>22} {'argmax':>8} {'exact':>8} {'iterative':>10} {'topk':>8} {'exact ms':>9}")
     for name, table in rows:
@@ -239,7 +251,12 @@ def main() -> None:
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     if not args.skip_speed:
-        speed([int(s) for s in args.sizes.split(",")], [int(s) for s in args.classes.split(",")], args.scipy_max, args.repeat)
+        speed(
+            [int(s) for s in args.sizes.split(",")],
+            [int(s) for s in args.classes.split(",")],
+            args.scipy_max,
+            args.repeat,
+        )
     if not args.skip_cifar:
         cifar(args.table, args.table_model)
 

@@ -41,9 +41,9 @@ def main() -> int:
     args = ap.parse_args()
 
     import torch
+    from bench_blend_cost import synthetic_holdout
     from threadpoolctl import threadpool_limits
 
-    from bench_blend_cost import synthetic_holdout
     from stacker import metrics
     from stacker.features import FeatureSpec
     from stacker.metamodels import get_family
@@ -68,8 +68,11 @@ def main() -> int:
     if "keras" not in args.skip:
         for trainer in ("torch", "keras"):
             est, s, ll = fit("keras", hidden_layer_sizes=(128,), learning_rate=1e-3, batch_size=256, trainer=trainer)
-            print(f"keras 91-128-10 trainer={trainer:<5}: {s:5.1f} s, {est.n_iter_} epochs, "
-                  f"{1000 * s / est.n_iter_:5.0f} ms/epoch, test log loss {ll:.4f}", flush=True)
+            print(
+                f"keras 91-128-10 trainer={trainer:<5}: {s:5.1f} s, {est.n_iter_} epochs, "
+                f"{1000 * s / est.n_iter_:5.0f} ms/epoch, test log loss {ll:.4f}",
+                flush=True,
+            )
     if "steps" not in args.skip:
         steps()
     if "keras-members" not in args.skip:
@@ -81,18 +84,32 @@ def main() -> int:
 
 def trees(fit) -> None:
     for bins in (255, 63):
-        est, s, ll = fit("lightgbm", num_leaves=47, learning_rate=0.03, min_data_in_leaf=192, max_bin=bins,
-                         feature_fraction=0.75, bagging_fraction=0.85)
+        est, s, ll = fit(
+            "lightgbm",
+            num_leaves=47,
+            learning_rate=0.03,
+            min_data_in_leaf=192,
+            max_bin=bins,
+            feature_fraction=0.75,
+            bagging_fraction=0.85,
+        )
         rounds = est.n_iter_ + 25
-        print(f"lightgbm max_bin {bins:>3}: {s:6.1f} s, {rounds} rounds, {1000 * s / rounds:5.1f} ms/round, "
-              f"test log loss {ll:.4f}", flush=True)
+        print(
+            f"lightgbm max_bin {bins:>3}: {s:6.1f} s, {rounds} rounds, {1000 * s / rounds:5.1f} ms/round, "
+            f"test log loss {ll:.4f}",
+            flush=True,
+        )
     for depth in (1, 2):
         for bins in (256, 64):
-            est, s, ll = fit("xgboost", max_depth=depth, learning_rate=0.2, max_bin=bins, subsample=0.85,
-                             colsample_bytree=0.75)
+            est, s, ll = fit(
+                "xgboost", max_depth=depth, learning_rate=0.2, max_bin=bins, subsample=0.85, colsample_bytree=0.75
+            )
             rounds = est.n_iter_ + 25
-            print(f"xgboost depth {depth} max_bin {bins:>3}: {s:5.1f} s, {rounds} rounds, "
-                  f"{1000 * s / rounds:5.1f} ms/round, test log loss {ll:.4f}", flush=True)
+            print(
+                f"xgboost depth {depth} max_bin {bins:>3}: {s:5.1f} s, {rounds} rounds, "
+                f"{1000 * s / rounds:5.1f} ms/round, test log loss {ll:.4f}",
+                flush=True,
+            )
 
 
 def _per_call_us(fn, n: int = 500) -> float:
@@ -124,16 +141,21 @@ def steps() -> None:
         z = z0.clone().requires_grad_()
         torch.log(torch.softmax(z.mT.contiguous(), 1).gather(1, t[:, None, :])).sum().backward()
 
-    print(f"softmax + log-likelihood, forward + backward, 5 x 512 x 10: over the class axis "
-          f"{_per_call_us(softmax_last):5.0f} us, transposed {_per_call_us(softmax_transposed):5.0f} us")
+    print(
+        f"softmax + log-likelihood, forward + backward, 5 x 512 x 10: over the class axis "
+        f"{_per_call_us(softmax_last):5.0f} us, transposed {_per_call_us(softmax_transposed):5.0f} us"
+    )
     from stacker.metamodels._mlp_loop import _dropout_keep
 
     gen, rngs = torch.Generator().manual_seed(0), [np.random.default_rng(i) for i in range(5)]
     shape = (5, 512, 94)
     t_torch = _per_call_us(lambda: (torch.rand(shape, generator=gen) >= 0.2).to(torch.float32).mul_(1.25), 200)
     t_loop = _per_call_us(lambda: _dropout_keep(rngs, [512] * 5, 94, 0.2), 200)
-    print(f"dropout multipliers 5 x 512 x 94: from torch rand {t_torch:5.0f} us, "
-          f"the loop's (16 bits of PCG64 raw output each) {t_loop:5.0f} us", flush=True)
+    print(
+        f"dropout multipliers 5 x 512 x 94: from torch rand {t_torch:5.0f} us, "
+        f"the loop's (16 bits of PCG64 raw output each) {t_loop:5.0f} us",
+        flush=True,
+    )
 
 
 def keras_members(table, X, y) -> None:
@@ -142,9 +164,9 @@ def keras_members(table, X, y) -> None:
 
     from stacker import metrics
     from stacker.blend import Blend, _grouped_folds
-    from stacker.parallel import task_seed as _task_seed
     from stacker.features import FeatureSpec
     from stacker.metamodels import get_family
+    from stacker.parallel import task_seed as _task_seed
     from stacker.recipe import Recipe
 
     spec = FeatureSpec.from_table(table, "log")
@@ -165,15 +187,23 @@ def keras_members(table, X, y) -> None:
             else:
                 for est, (Xf, yf, _, gf) in zip(ests, data):
                     est.fit(Xf, yf, groups=gf)
-            res[mode] = (time.perf_counter() - t0, [e.n_iter_ for e in ests],
-                         [metrics.log_loss(y[folds == f], e.predict_proba(X[folds == f])) for f, e in enumerate(ests)])
+            res[mode] = (
+                time.perf_counter() - t0,
+                [e.n_iter_ for e in ests],
+                [metrics.log_loss(y[folds == f], e.predict_proba(X[folds == f])) for f, e in enumerate(ests)],
+            )
             totals[mode] += res[mode][0]
         (s1, e1, l1), (s2, e2, l2) = res["one by one"], res["batched"]
-        print(f"  {m.name} {str(m.params['hidden_layer_sizes']):<10} {m.params['optimizer']:<4} "
-              f"{m.params['activation']:<4}: {s1:5.1f} / {s2:5.1f} s  epochs {e1} / {e2}  "
-              f"max |log loss difference| {np.max(np.abs(np.subtract(l1, l2))):.1e}", flush=True)
-    print(f"  all 12: {totals['one by one']:.1f} s one by one, {totals['batched']:.1f} s batched "
-          f"({totals['one by one'] / totals['batched']:.2f}x)")
+        print(
+            f"  {m.name} {str(m.params['hidden_layer_sizes']):<10} {m.params['optimizer']:<4} "
+            f"{m.params['activation']:<4}: {s1:5.1f} / {s2:5.1f} s  epochs {e1} / {e2}  "
+            f"max |log loss difference| {np.max(np.abs(np.subtract(l1, l2))):.1e}",
+            flush=True,
+        )
+    print(
+        f"  all 12: {totals['one by one']:.1f} s one by one, {totals['batched']:.1f} s batched "
+        f"({totals['one by one'] / totals['batched']:.2f}x)"
+    )
 
 
 def weight_search(table, X, y) -> None:
@@ -185,8 +215,10 @@ def weight_search(table, X, y) -> None:
     for jobs in (1, 2):
         t0 = time.perf_counter()
         combine_members(oof, y, folds, None, "weights", n_jobs=jobs)
-        print(f"weight search, 54 members x {len(y)} rows, 5 folds + all, {jobs} thread(s): "
-              f"{time.perf_counter() - t0:.1f} s")
+        print(
+            f"weight search, 54 members x {len(y)} rows, 5 folds + all, {jobs} thread(s): "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
 
 
 if __name__ == "__main__":

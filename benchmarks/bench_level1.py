@@ -78,18 +78,28 @@ def main() -> None:
             im.draft("RGB", (im.width // 2, im.height // 2))
             return np.asarray(im.convert("RGB"))
 
-    cases = [("PIL full decode", lambda: pil_full(big)), ("PIL open+crop 480", lambda: pil_crop(big)),
-             ("PIL draft 1/2 (not usable)", lambda: pil_draft(big))]
+    cases = [
+        ("PIL full decode", lambda: pil_full(big)),
+        ("PIL open+crop 480", lambda: pil_crop(big)),
+        ("PIL draft 1/2 (not usable)", lambda: pil_draft(big)),
+    ]
     if has_fast_jpeg():
         cases.append(("simplejpeg strict", lambda: read_image(big)))
     for name, fn in cases:
         rows.append(("decode 4000x3000 JPEG", name, _rate(fn, 1, args.seconds)))
     if CMI.exists():
         files = sorted(CMI.glob("*.jpg"))[:64]
-        rows.append(("decode 512x512 crops", "PIL", _rate(lambda: [pil_full(f) for f in files], len(files), args.seconds)))
+        rows.append(
+            ("decode 512x512 crops", "PIL", _rate(lambda: [pil_full(f) for f in files], len(files), args.seconds))
+        )
         if has_fast_jpeg():
-            rows.append(("decode 512x512 crops", "simplejpeg strict",
-                         _rate(lambda: [read_image(f) for f in files], len(files), args.seconds)))
+            rows.append(
+                (
+                    "decode 512x512 crops",
+                    "simplejpeg strict",
+                    _rate(lambda: [read_image(f) for f in files], len(files), args.seconds),
+                )
+            )
     else:
         print(f"note: {CMI} not found; skipping the real-crop decode rows", file=sys.stderr)
 
@@ -99,8 +109,13 @@ def main() -> None:
     recs = [ImageRecord(f"p{i}", str(big), "a") for i in range(8)]
     ds = TrainDataset(recs, {"a": 0}, crop=args.loader_crop, manip_prob=0.5, d4_labels=None)
     seeds = iter(range(10**9))
-    rows.append((f"loader sample {args.loader_crop} from 4000x3000", "1 process",
-                 _rate(lambda: ds[(0, next(seeds))], 1, args.seconds)))
+    rows.append(
+        (
+            f"loader sample {args.loader_crop} from 4000x3000",
+            "1 process",
+            _rate(lambda: ds[(0, next(seeds))], 1, args.seconds),
+        )
+    )
     from torch.utils.data import DataLoader
 
     from level1.data import BalancedSampler
@@ -112,14 +127,21 @@ def main() -> None:
         dl = DataLoader(ds, batch_size=8, sampler=sampler, num_workers=workers)
         t0 = time.perf_counter()
         n = sum(len(b["label"]) for b in dl)
-        rows.append((f"loader sample {args.loader_crop} from 4000x3000", f"{workers} workers",
-                     n / (time.perf_counter() - t0)))
+        rows.append(
+            (f"loader sample {args.loader_crop} from 4000x3000", f"{workers} workers", n / (time.perf_counter() - t0))
+        )
     if CMI.exists():
-        recs, classes, _ = read_manifest(CMI / "external_validation.csv", path_col="fname", label_col="camera",
-                                         manip_col="is_altered")
+        recs, classes, _ = read_manifest(
+            CMI / "external_validation.csv", path_col="fname", label_col="camera", manip_col="is_altered"
+        )
         ds2 = TrainDataset(recs, {c: i for i, c in enumerate(classes)}, crop=args.crop, manip_prob=0.5, d4_labels=None)
-        rows.append((f"loader sample {args.crop} from 512 crops", "1 process",
-                     _rate(lambda: ds2[(int(next(seeds)) % len(recs), next(seeds))], 1, args.seconds)))
+        rows.append(
+            (
+                f"loader sample {args.crop} from 512 crops",
+                "1 process",
+                _rate(lambda: ds2[(int(next(seeds)) % len(recs), next(seeds))], 1, args.seconds),
+            )
+        )
 
     # the model
     from level1.model import Level1Net
@@ -150,7 +172,9 @@ def main() -> None:
     model.train()
     rows.append((f"train {args.model} {args.crop}px b{args.batch}", str(device), _rate(step, args.batch, args.seconds)))
     model.eval()
-    rows.append((f"predict {args.model} {args.crop}px b{args.batch}", str(device), _rate(infer, args.batch, args.seconds)))
+    rows.append(
+        (f"predict {args.model} {args.crop}px b{args.batch}", str(device), _rate(infer, args.batch, args.seconds))
+    )
 
     card = torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"level1 throughput  (torch {torch.__version__}, threads {torch.get_num_threads()}, {card})")

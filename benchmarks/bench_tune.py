@@ -53,21 +53,56 @@ def bench_single(table, args, work: Path) -> dict:
     from stacker.tune import tune
 
     t0 = time.perf_counter()
-    study = tune(table, n_trials=args.trials, storage=str(work / "single.db"), study_name="single",
-                 recipe=args.recipe, n_folds=args.folds, seed=args.seed, n_jobs=2, sampler_seed=args.seed)
+    study = tune(
+        table,
+        n_trials=args.trials,
+        storage=str(work / "single.db"),
+        study_name="single",
+        recipe=args.recipe,
+        n_folds=args.folds,
+        seed=args.seed,
+        n_jobs=2,
+        sampler_seed=args.seed,
+    )
     wall = time.perf_counter() - t0
     complete, pruned, n = _count(study)
     return {"study": study, "wall": wall, "n": n, "complete": complete, "pruned": pruned}
 
 
 def _workers(holdout: Path, args, storage: str, study: str, n_workers: int, trials_each: int) -> float:
-    cmd = [sys.executable, "-m", "stacker", "tune", str(holdout), "--trials", str(trials_each), "--storage",
-           storage, "--study", study, "--recipe", args.recipe, "--folds", str(args.folds), "--seed",
-           str(args.seed), "--n-jobs", "1", "--no-prune", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "stacker",
+        "tune",
+        str(holdout),
+        "--trials",
+        str(trials_each),
+        "--storage",
+        storage,
+        "--study",
+        study,
+        "--recipe",
+        args.recipe,
+        "--folds",
+        str(args.folds),
+        "--seed",
+        str(args.seed),
+        "--n-jobs",
+        "1",
+        "--no-prune",
+        "-q",
+    ]
     t0 = time.perf_counter()
-    procs = [subprocess.Popen([*cmd, "-o", str(Path(storage).with_name(f"{study}-{i}.toml"))],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for i in range(n_workers)]
+    procs = [
+        subprocess.Popen(
+            [*cmd, "-o", str(Path(storage).with_name(f"{study}-{i}.toml"))],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(n_workers)
+    ]
     for p in procs:
         _, err = p.communicate()
         if p.returncode:
@@ -87,8 +122,7 @@ def bench_workers(table, args, work: Path, study) -> list[tuple[int, int, float,
     out = []
     for n_workers in (1, 2):
         storage = str(work / f"workers{n_workers}.db")
-        shared = optuna.create_study(storage=f"sqlite:///{storage}", study_name=f"w{n_workers}",
-                                     direction="maximize")
+        shared = optuna.create_study(storage=f"sqlite:///{storage}", study_name=f"w{n_workers}", direction="maximize")
         for p in params:
             shared.enqueue_trial(p)
         per = max(1, len(params) // n_workers)
@@ -131,8 +165,10 @@ def main() -> None:
         return
     skip = set(filter(None, args.skip.split(",")))
     table = _table(args.rows, args.seed)
-    print(f"CIFAR-10: {len(table)} rows, {table.n_models} models, {table.n_classes} classes; recipe {args.recipe!r}, "
-          f"{args.folds} folds; {os.cpu_count()} CPUs")
+    print(
+        f"CIFAR-10: {len(table)} rows, {table.n_models} models, {table.n_classes} classes; recipe {args.recipe!r}, "
+        f"{args.folds} folds; {os.cpu_count()} CPUs"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         single = bench_single(table, args, work)

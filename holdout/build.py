@@ -45,8 +45,10 @@ def _take(pool, n: int, rng: np.random.Generator, classes, name: str, allow_shor
         picked[c] = list(paths[order[:n]])
     if short and not allow_short:
         detail = ", ".join(f"{c}: {k}" for c, k in short.items())
-        raise ManifestError(f"{name}: fewer than {n} images for {len(short)} class(es) ({detail}); "
-                            "lower the count or allow a short holdout")
+        raise ManifestError(
+            f"{name}: fewer than {n} images for {len(short)} class(es) ({detail}); "
+            "lower the count or allow a short holdout"
+        )
     return picked
 
 
@@ -104,7 +106,7 @@ def build_holdout(
         pool = _pool(train, "training list")
         pool = pool[~pool["path"].isin(ext["path"])]
         from_train = _take(pool, int(train_per_class), rng, classes, "training list", allow_short)
-    rows = []
+    rows: list[tuple[str, str, int, str]] = []
     for c in classes:
         items = [(p, "external") for p in picked[c]] + [(p, "train") for p in from_train[c]]
         folds = rng.permutation(len(items)) % n_folds

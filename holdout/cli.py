@@ -40,7 +40,9 @@ def _cmd_filter(args) -> int:
     from holdout.scan import read_manifest, write_manifest
 
     rules = load_rules(args.rules)
-    df = filter_manifest(read_manifest(args.manifest), rules, phash_threshold=None if args.keep_near else args.phash_threshold)
+    df = filter_manifest(
+        read_manifest(args.manifest), rules, phash_threshold=None if args.keep_near else args.phash_threshold
+    )
     write_manifest(df, args.output)
     print(summarize_filter(df))
     return 0
@@ -118,8 +120,8 @@ def _cmd_manipulate(args) -> int:
     rows = []
     for src in files:
         try:
-            with Image.open(src) as im:
-                im = im.convert("RGB")
+            with Image.open(src) as opened:
+                im = opened.convert("RGB")
         except Exception as exc:
             raise ImageError(f"{src}: cannot read image ({exc})") from None
         todo = [random_manipulation(rng)] if args.random else kinds
@@ -161,8 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifest", help="manifest from `holdout scan`")
     p.add_argument("--rules", required=True, help="rule file (TOML/YAML) or a shipped rule set: cmi10")
     p.add_argument("-o", "--output", required=True, help="every row with kept/label/reason (parquet)")
-    p.add_argument("--phash-threshold", type=int, default=DEFAULT_PHASH_THRESHOLD,
-                   help=f"max pHash Hamming distance of near duplicates (default {DEFAULT_PHASH_THRESHOLD})")
+    p.add_argument(
+        "--phash-threshold",
+        type=int,
+        default=DEFAULT_PHASH_THRESHOLD,
+        help=f"max pHash Hamming distance of near duplicates (default {DEFAULT_PHASH_THRESHOLD})",
+    )
     p.add_argument("--keep-near", action="store_true", help="remove exact duplicates only")
     p.set_defaults(func=_cmd_filter)
 
@@ -173,8 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
     p.add_argument("--train", help="training list (parquet with path, label) to mix in")
     p.add_argument("--train-per-class", type=int, default=0, help="training images per class (default 0)")
-    p.add_argument("--manip-fraction", type=float, default=0.0,
-                   help="fraction of rows given a random manipulation (adds manip, manip_kind)")
+    p.add_argument(
+        "--manip-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of rows given a random manipulation (adds manip, manip_kind)",
+    )
     p.add_argument("--allow-short", action="store_true", help="accept classes with fewer images")
     p.add_argument("-o", "--output", required=True, help="holdout list (parquet)")
     p.set_defaults(func=_cmd_build)
@@ -192,8 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kinds", default="all", help=f"comma-separated names or 'all' ({', '.join(MANIPULATIONS)})")
     p.add_argument("--random", action="store_true", help="one random manipulation per input instead of all kinds")
     p.add_argument("--seed", type=int, default=0, help="seed of --random (default 0)")
-    p.add_argument("--size", type=lambda s: None if s.lower() == "none" else int(s), default=512,
-                   help="output crop side; 'none' manipulates the whole image (default 512)")
+    p.add_argument(
+        "--size",
+        type=lambda s: None if s.lower() == "none" else int(s),
+        default=512,
+        help="output crop side; 'none' manipulates the whole image (default 512)",
+    )
     p.add_argument("--backend", choices=BACKENDS, default="pil", help="JPEG/resize library (default pil)")
     p.set_defaults(func=_cmd_manipulate)
     return parser

@@ -124,7 +124,7 @@ def filter_manifest(manifest, rules: Rules, *, phash_threshold: int | None = DEF
             kept[i] = False
             df.at[i, "reason"] = f"exact duplicate of {df.at[first_of[md5], 'path']}"
         else:
-            first_of[md5] = i
+            first_of[md5] = int(i)
 
     if phash_threshold is not None:
         idx = np.flatnonzero(kept)
@@ -154,4 +154,3 @@ def summarize_filter(df) -> str:
         for reason, n in rej.value_counts().head(10).items():
             lines.append(f"  {n:>6}  {reason}")
     return "\n".join(lines)
-

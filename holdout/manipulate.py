@@ -25,7 +25,7 @@ use ``2 * size``) and ``2 * size`` otherwise.  Both centre crops start at
 ``(side - crop) // 2``; with ``size = 512`` the second crop starts at pixel 256,
 a multiple of 8, so it stays on the JPEG block grid of the re-encoded image.
 
-Backends: ``"pil"`` (Pillow: ``Image.BICUBIC``, which widens its kernel when
+Backends: ``"pil"`` (Pillow: ``Image.Resampling.BICUBIC``, which widens its kernel when
 downscaling, i.e. antialiases, and ``Image.save(quality=q)`` with Pillow's
 default 4:2:0 chroma subsampling) and ``"cv2"`` (OpenCV: ``INTER_CUBIC``, a
 fixed 4x4 kernel without antialiasing, and ``cv2.imencode`` with
@@ -144,14 +144,17 @@ def _jpeg(arr: np.ndarray, quality: int, backend: str) -> np.ndarray:
     ok, enc = cv2.imencode(".jpg", arr[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:  # pragma: no cover - OpenCV failing on a valid uint8 array
         raise ImageError("OpenCV could not encode the image as JPEG")
-    return cv2.imdecode(enc, cv2.IMREAD_COLOR)[:, :, ::-1]
+    decoded = cv2.imdecode(enc, cv2.IMREAD_COLOR)
+    if decoded is None:  # pragma: no cover - OpenCV failing on its own encoding
+        raise ImageError("OpenCV could not decode its JPEG")
+    return decoded[:, :, ::-1]
 
 
 def _resize(arr: np.ndarray, factor: float, backend: str) -> np.ndarray:
     h, w = arr.shape[:2]
     new_w, new_h = max(1, round(w * factor)), max(1, round(h * factor))
     if backend == "pil":
-        return np.asarray(Image.fromarray(arr).resize((new_w, new_h), Image.BICUBIC))
+        return np.asarray(Image.fromarray(arr).resize((new_w, new_h), Image.Resampling.BICUBIC))
     import cv2
 
     return cv2.resize(arr, (new_w, new_h), interpolation=cv2.INTER_CUBIC)

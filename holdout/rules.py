@@ -130,7 +130,7 @@ class ClassRule:
         if self.triples:
             if any(v is None or _isna(v) for v in (w, h, q)):
                 return f"{self.name}: (width, height, quality) unknown"
-            t = (int(w), int(h), int(q))
+            t = (int(w), int(h), int(q))  # type: ignore[arg-type]  # not None: checked above
             if t not in self.triples and (t[1], t[0], t[2]) not in self.triples:
                 return f"{self.name}: (width, height, quality) {t} not among the {len(self.triples)} learned"
         return ""
@@ -183,7 +183,7 @@ class Rules:
         reject = _patterns(defaults.get("reject_software", []), f"{source}: [defaults] reject_software")
         classes_in = data.get("classes")
         if not isinstance(classes_in, Mapping) or not classes_in:
-            raise RulesError(f"{source}: no [classes.\"<name>\"] tables")
+            raise RulesError(f'{source}: no [classes."<name>"] tables')
         classes = {}
         for name, entry in classes_in.items():
             where = f"{source}: class {name!r}"

@@ -134,7 +134,7 @@ def estimate_jpeg_quality(tables: dict[int, Sequence[int]]) -> int:
 
 
 def _bits_to_hex(bits: np.ndarray) -> str:
-    return "%016x" % int(np.packbits(bits.astype(np.uint8).ravel()).view(">u8")[0])
+    return f"{int(np.packbits(bits.astype(np.uint8).ravel()).view('>u8')[0]):016x}"
 
 
 def phash(gray: Any) -> str:
@@ -146,7 +146,7 @@ def phash(gray: Any) -> str:
     from PIL import Image
     from scipy.fft import dct
 
-    px = np.asarray(gray.resize((32, 32), Image.LANCZOS), dtype=np.float64)
+    px = np.asarray(gray.resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
     low = dct(dct(px, axis=0), axis=1)[:8, :8]
     return _bits_to_hex(low > np.median(low))
 
@@ -155,7 +155,7 @@ def dhash(gray: Any) -> str:
     """64-bit difference hash of a grey PIL image: 9x8 thumbnail, left < right neighbour bits."""
     from PIL import Image
 
-    px = np.asarray(gray.resize((9, 8), Image.LANCZOS), dtype=np.int16)
+    px = np.asarray(gray.resize((9, 8), Image.Resampling.LANCZOS), dtype=np.int16)
     return _bits_to_hex(px[:, 1:] > px[:, :-1])
 
 
@@ -261,7 +261,7 @@ def list_files(root: str | os.PathLike[str]) -> list[str]:
         from holdout.errors import HoldoutError
 
         raise HoldoutError(f"{root_path} is not a directory")
-    out = []
+    out: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root_path):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         out.extend(os.path.join(dirpath, f) for f in filenames if not f.startswith("."))

@@ -12,35 +12,46 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-
 __all__ = ["main", "build_parser"]
 
 S = argparse.SUPPRESS
 
 # (flags, config field, argparse kwargs)
-_DATA = [
+_DATA: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--data",), "data", dict(help="image folder (root/<class>/*.jpg) or manifest (.csv/.parquet)")),
     (("--path-col",), "path_col", dict(help="manifest column of image paths (default path)")),
     (("--label-col",), "label_col", dict(help="manifest column of class names (default label)")),
     (("--fold-col",), "fold_col", dict(help="manifest column of folds (default fold)")),
     (("--manip-col",), "manip_col", dict(help="manifest column of 0/1 manipulation flags (default manip)")),
     (("--kind-col",), "kind_col", dict(help="manifest column of manipulation names (default manip_kind)")),
-    (("--manip-pattern",), "manip_pattern", dict(help="regex: matching file names are already manipulated (e.g. _manip)")),
+    (
+        ("--manip-pattern",),
+        "manip_pattern",
+        dict(help="regex: matching file names are already manipulated (e.g. _manip)"),
+    ),
     (("--folds",), "folds", dict(type=int, help="K for a stratified K-fold split")),
     (("--fold",), "fold", dict(type=int, help="validate on this fold, train on the others")),
     (("--holdout",), "holdout", dict(help="file of image ids to validate on instead of a fold")),
     (("--seed",), "seed", dict(type=int, help="random seed (default 0)")),
 ]
-_SAMPLES = [
+_SAMPLES: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--crop",), "crop", dict(type=int, help="training crop side, even (default 480)")),
     (("--manip-prob",), "manip_prob", dict(type=float, help="probability of manipulating an unaltered crop (0.5)")),
     (("--manip-backend",), "manip_backend", dict(choices=["pil", "cv2"], help="JPEG/resize library (pil)")),
     (("--no-d4",), "d4", dict(action="store_const", const=False, help="no flips/rotations at all")),
     (("--no-d4-classes",), "no_d4_classes", dict(help="comma-separated classes whose orientation must be kept")),
-    (("--no-balanced",), "balanced", dict(action="store_const", const=False, help="sample uniformly, not class-balanced")),
-    (("--small-images",), "small_images", dict(choices=["reflect", "skip"], help="images smaller than the crop (reflect)")),
+    (
+        ("--no-balanced",),
+        "balanced",
+        dict(action="store_const", const=False, help="sample uniformly, not class-balanced"),
+    ),
+    (
+        ("--small-images",),
+        "small_images",
+        dict(choices=["reflect", "skip"], help="images smaller than the crop (reflect)"),
+    ),
 ]
-_MODEL = [
+_MODEL: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--model",), "model", dict(help="timm model name (default efficientnet_b0)")),
     (("--weights",), "weights", dict(help="backbone weights file (.pth/.pt/.safetensors); random init without")),
     (("--drop-rate",), "drop_rate", dict(type=float, help="dropout before the head")),
@@ -60,14 +71,14 @@ _MODEL = [
     (("--val-manip-weight",), "val_manip_weight", dict(type=float, help="weight of the manipulated loss (0.3)")),
     (("--val-max-images",), "val_max_images", dict(type=int, help="validate on at most this many images")),
 ]
-_PREDICT = [
+_PREDICT: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--views",), "views", dict(help="comma-separated view groups: identity, d4, fivecrop")),
     (("--manip-variants",), "manip_variants", dict(help="comma-separated manipulations (or 'all') to predict too")),
     (("--predict-size",), "predict_size", dict(type=int, help="side of the predicted region (default: the crop)")),
     (("--checkpoints",), "checkpoints", dict(choices=["top", "best", "last"], help="snapshot ensemble (top)")),
     (("--batch-size-predict",), "batch_size_predict", dict(type=int)),
 ]
-_RUNTIME = [
+_RUNTIME: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--device",), "device", dict(help="auto, cpu, cuda or cuda:N (auto)")),
     (("--workers",), "workers", dict(type=int, help="DataLoader worker processes (0)")),
     (("--no-progress",), "progress", dict(action="store_const", const=False, help="no progress bars")),
@@ -105,8 +116,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     res = train_model(cfg, args.output, resume=args.resume, overwrite=args.overwrite)
     _report_skipped(res.skipped, f"{args.output}/skipped.csv")
     best = res.checkpoints[0] if res.checkpoints else None
-    print(f"run {res.run_dir}: {len(res.history)} epochs, kept {len(res.checkpoints)} checkpoints"
-          + (f", best {best['file']} (score {best['score']:.4f})" if best else ""))
+    print(
+        f"run {res.run_dir}: {len(res.history)} epochs, kept {len(res.checkpoints)} checkpoints"
+        + (f", best {best['file']} (score {best['score']:.4f})" if best else "")
+    )
     return 0
 
 
@@ -114,8 +127,9 @@ def _cmd_oof(args: argparse.Namespace) -> int:
     from level1.oof import train_oof
 
     cfg = _config(args)
-    path, skipped = train_oof(cfg, args.output, test_inputs=args.test, table_path=args.table,
-                              resume=args.resume, overwrite=args.overwrite)
+    path, skipped = train_oof(
+        cfg, args.output, test_inputs=args.test, table_path=args.table, resume=args.resume, overwrite=args.overwrite
+    )
     _report_skipped(skipped, f"{args.output}/skipped.csv")
     from stacker.table import read_table
 
@@ -148,8 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"level1 (stacker {__version__})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    for name, helptext in (("train", "train one model (one fold, a holdout, or all images)"),
-                           ("oof", "train K fold models and write the out-of-fold prediction table")):
+    for name, helptext in (
+        ("train", "train one model (one fold, a holdout, or all images)"),
+        ("oof", "train K fold models and write the out-of-fold prediction table"),
+    ):
         p = sub.add_parser(name, help=helptext, description=helptext)
         p.add_argument("--config", help="TOML or YAML config file; command-line options override it")
         p.add_argument("-o", "--output", required=True, help="run directory")
@@ -165,9 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--table", help="output table (default RUN/oof.parquet)")
         p.set_defaults(func=_cmd_train if name == "train" else _cmd_oof)
 
-    p = sub.add_parser("predict", help="predict images with a run (or an OOF run's fold models)",
-                       description="Predict images with a run's checkpoints (snapshot ensemble), TTA views and "
-                       "manipulated variants; writes a prediction table.")
+    p = sub.add_parser(
+        "predict",
+        help="predict images with a run (or an OOF run's fold models)",
+        description="Predict images with a run's checkpoints (snapshot ensemble), TTA views and "
+        "manipulated variants; writes a prediction table.",
+    )
     p.add_argument("run", help="run directory (train or oof output)")
     p.add_argument("images", nargs="*", help="image files or folders")
     p.add_argument("--manifest", help="manifest with paths (and labels) to predict")

@@ -116,7 +116,8 @@ class Level1Config:
         if unknown:
             where = f"{source}: " if source else ""
             raise ConfigError(f"{where}unknown level1 option(s) {unknown}; known: {sorted(names)}")
-        cfg = cls(**{k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()})
+        fields: dict[str, Any] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()}
+        cfg = cls(**fields)
         return cfg.validate(source=source)
 
     @classmethod
@@ -226,7 +227,9 @@ class Level1Config:
 
             unknown = [v for v in self.manip_variants if v not in MANIPULATIONS]
             if unknown:
-                raise bad("manip_variants", f"has unknown manipulations {unknown}; known: {list(MANIPULATIONS)} or 'all'")
+                raise bad(
+                    "manip_variants", f"has unknown manipulations {unknown}; known: {list(MANIPULATIONS)} or 'all'"
+                )
         if "fivecrop" in self.views and self.effective_predict_size <= self.crop:
             raise bad(
                 "views",

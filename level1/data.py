@@ -123,7 +123,9 @@ def scan_folder(
         images = [f for f in files if f.suffix.lower() in IMAGE_EXTENSIONS]
         skipped += [Skipped(str(f), "not an image file extension") for f in files if f not in set(images)]
         if not images:
-            raise ImageDataError(f"class folder {str(d)!r} is empty: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            raise ImageDataError(
+                f"class folder {str(d)!r} is empty: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})"
+            )
         for f in images:
             rel = f.relative_to(base).as_posix()
             records.append(ImageRecord(rel, str(f), d.name, _manip_from_name(f.name, pattern)))
@@ -178,7 +180,9 @@ def read_manifest(
         label = row.get(label_col) if label_col in frame.columns else None
         label = None if label is None or (isinstance(label, float) and np.isnan(label)) else str(label)
         if label is not None and "/" in label:
-            raise ImageDataError(f"manifest {str(p)!r}, column {label_col!r}, row {i}: class name {label!r} contains '/'")
+            raise ImageDataError(
+                f"manifest {str(p)!r}, column {label_col!r}, row {i}: class name {label!r} contains '/'"
+            )
         kind = row.get(kind_col) if kind_col in frame.columns else None
         kind = "" if kind is None or (isinstance(kind, float) and np.isnan(kind)) else str(kind)
         if kind and kind not in MANIPULATIONS and kind not in ("1", "unknown"):
@@ -232,7 +236,9 @@ def collect_images(
                 if f.suffix.lower() not in IMAGE_EXTENSIONS:
                     skipped.append(Skipped(str(f), "not an image file extension"))
                     continue
-                records.append(ImageRecord(f.relative_to(p).as_posix(), str(f), None, _manip_from_name(f.name, pattern)))
+                records.append(
+                    ImageRecord(f.relative_to(p).as_posix(), str(f), None, _manip_from_name(f.name, pattern))
+                )
         elif p.is_file():
             records.append(ImageRecord(p.name, str(p), None, _manip_from_name(p.name, pattern)))
         else:
@@ -277,7 +283,9 @@ def probe_records(
             skipped.append(Skipped(r.path, exc.reason))
             continue
         if min_side is not None and min(w, h) < min_side:
-            skipped.append(Skipped(r.path, f"image of {w}x{h} is smaller than the crop {min_side} (small_images='skip')"))
+            skipped.append(
+                Skipped(r.path, f"image of {w}x{h} is smaller than the crop {min_side} (small_images='skip')")
+            )
             continue
         ok.append(r)
     return ok, skipped
@@ -305,7 +313,7 @@ def assign_folds(records: Sequence[ImageRecord], k: int, seed: int = 0) -> list[
     import dataclasses
 
     if all(r.fold is not None for r in records):
-        bad = sorted({r.fold for r in records if r.fold >= k})  # type: ignore[operator]
+        bad = sorted({int(r.fold) for r in records if r.fold is not None and r.fold >= k})
         if bad:
             raise ImageDataError(f"the source's fold column has folds {bad} but folds={k}")
         return list(records)
@@ -343,9 +351,7 @@ def read_id_list(path: str | os.PathLike[str]) -> set[str]:
     return set(lines)
 
 
-def split_records(
-    records: Sequence[ImageRecord], cfg: Any
-) -> tuple[list[ImageRecord], list[ImageRecord]]:
+def split_records(records: Sequence[ImageRecord], cfg: Any) -> tuple[list[ImageRecord], list[ImageRecord]]:
     """Training and validation records of ``cfg``: by fold, by holdout list, or all for training."""
     if cfg.holdout:
         ids = read_id_list(cfg.holdout)
@@ -476,8 +482,8 @@ def make_views(base: np.ndarray, groups: Sequence[str], crop: int) -> dict[str, 
             cy, cx = ((h - crop) // 2) & ~1, ((w - crop) // 2) & ~1
             offs = {"tl": (0, 0), "tr": (0, right), "bl": (bottom, 0), "br": (bottom, right), "c": (cy, cx)}
             for c in _CORNERS:
-                t, l = offs[c]
-                patch = base[t : t + crop, l : l + crop]
+                top, left = offs[c]
+                patch = base[top : top + crop, left : left + crop]
                 for r in range(4):
                     out[f"crop-{c}-rot{90 * r}"] = np.rot90(patch, r, axes=(0, 1))
     return out

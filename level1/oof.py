@@ -51,9 +51,18 @@ def train_oof(
     out.mkdir(parents=True, exist_ok=True)
     records, classes, skipped = load_source(cfg)
     records = assign_folds(records, cfg.folds, cfg.seed)
-    write_json(out / OOF_FILE, {"format": "level1-oof", "version": 1, "name": out.name, "folds": cfg.folds,
-                                 "runs": [f"fold{k}" for k in range(cfg.folds)], "classes": classes,
-                                 "config": cfg.to_dict()})
+    write_json(
+        out / OOF_FILE,
+        {
+            "format": "level1-oof",
+            "version": 1,
+            "name": out.name,
+            "folds": cfg.folds,
+            "runs": [f"fold{k}" for k in range(cfg.folds)],
+            "classes": classes,
+            "config": cfg.to_dict(),
+        },
+    )
     runs = []
     for k in range(cfg.folds):
         run_dir = out / f"fold{k}"
@@ -62,8 +71,15 @@ def train_oof(
         if done and resume:
             log(f"level1: {run_dir} is finished, skipping")
         else:
-            res = train_model(fold_cfg, run_dir, records=records, classes=classes,
-                              resume=resume and (run_dir / LAST).exists(), overwrite=overwrite or not resume, log=log)
+            res = train_model(
+                fold_cfg,
+                run_dir,
+                records=records,
+                classes=classes,
+                resume=resume and (run_dir / LAST).exists(),
+                overwrite=overwrite or not resume,
+                log=log,
+            )
             skipped += [s for s in res.skipped if s.path not in {x.path for x in skipped}]
         runs.append(run_dir)
     # predictions: each fold's held-out images, then the test images with every fold model

@@ -64,8 +64,14 @@ def predict_items(
     ok = np.zeros(len(items), dtype=bool)
     flags = torch.tensor([1.0 if kind else float(records[r].manip) for r, kind in items])
     ds = EvalDataset(records, items, size=size, crop=crop, groups=groups, backend=backend)
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        collate_fn=collate_eval, pin_memory=device.type == "cuda")
+    loader: Any = DataLoader(
+        ds,  # type: ignore[arg-type]  # a map-style dataset (__len__, __getitem__)
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate_eval,
+        pin_memory=device.type == "cuda",
+    )
     skipped: list[Skipped] = []
     use_amp = device.type == "cuda"
     with torch.inference_mode():
@@ -111,9 +117,9 @@ def predict_records(
     runs = [Path(r) for r in run_dirs]
     infos = [run_info(r) for r in runs]
     classes = infos[0]["classes"]
-    for r, i in zip(runs, infos):
-        if i["classes"] != classes:
-            raise RunError(f"run {str(r)!r} has classes {i['classes']}, others have {classes}")
+    for run, info in zip(runs, infos):
+        if info["classes"] != classes:
+            raise RunError(f"run {str(run)!r} has classes {info['classes']}, others have {classes}")
     crop = int(infos[0]["config"]["crop"])
     cfg = cfg.replace(crop=crop)
     records, skipped = probe_records(records, min_side=crop if cfg.small_images == "skip" else None)
@@ -127,9 +133,17 @@ def predict_records(
         if not r.manip:
             items += [(i, k) for k in cfg.manip_variants]
     probs, ok, s = predict_items(
-        groups, records, items, groups=cfg.views, size=cfg.effective_predict_size, crop=crop,
-        batch_size=cfg.effective_batch_size_predict, device=device, workers=cfg.workers,
-        progress=cfg.progress, backend=cfg.manip_backend,
+        groups,
+        records,
+        items,
+        groups=cfg.views,
+        size=cfg.effective_predict_size,
+        crop=crop,
+        batch_size=cfg.effective_batch_size_predict,
+        device=device,
+        workers=cfg.workers,
+        progress=cfg.progress,
+        backend=cfg.manip_backend,
     )
     seen = {x.path for x in skipped}
     for x in s:  # one file may fail once per manipulated variant
@@ -141,7 +155,7 @@ def predict_records(
     if len(keep) == 0:
         raise RunError("no image could be decoded" + f" ({len(skipped)} skipped)")
     n_v = len(names)
-    rows = {"id": [], "label": [], "fold": [], "manip": [], "manip_kind": [], "view": []}
+    rows: dict[str, list[Any]] = {"id": [], "label": [], "fold": [], "manip": [], "manip_kind": [], "view": []}
     for j in keep:
         rec_i, kind = items[j]
         rec = records[rec_i]
@@ -154,14 +168,23 @@ def predict_records(
             rows["view"].append(v)
     model = name or runs[0].name if len(runs) == 1 else (name or runs[0].parent.name)
     table = PredictionTable.from_arrays(
-        rows["id"], probs[keep].reshape(len(keep) * n_v, 1, -1), classes, models=[model],
-        labels=rows["label"], folds=rows["fold"], manip=rows["manip"], manip_kind=rows["manip_kind"],
-        views=rows["view"], renormalize=True,
+        rows["id"],
+        probs[keep].reshape(len(keep) * n_v, 1, -1),
+        classes,
+        models=[model],
+        labels=rows["label"],
+        folds=rows["fold"],
+        manip=rows["manip"],
+        manip_kind=rows["manip_kind"],
+        views=rows["view"],
+        renormalize=True,
     )
     return table, skipped
 
 
-def write_prediction(tables: Sequence[Any], path: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> Path:
+def write_prediction(
+    tables: Sequence[Any], path: str | os.PathLike[str], *, extra: dict[str, Any] | None = None
+) -> Path:
     """Concatenate tables of the same model and classes, drop all-null label/fold columns, write atomically."""
     import pandas as pd
 
@@ -199,8 +222,13 @@ def predict(
     cfg = Level1Config.from_dict(run_info(runs[0])["config"]).replace(**options)
     if manifest is not None:
         records, _, skipped = read_manifest(
-            manifest, path_col=cfg.path_col, label_col=cfg.label_col, fold_col=cfg.fold_col,
-            manip_col=cfg.manip_col, kind_col=cfg.kind_col, manip_pattern=cfg.manip_pattern,
+            manifest,
+            path_col=cfg.path_col,
+            label_col=cfg.label_col,
+            fold_col=cfg.fold_col,
+            manip_col=cfg.manip_col,
+            kind_col=cfg.kind_col,
+            manip_pattern=cfg.manip_pattern,
         )
         records = [r.__class__(r.id, r.path, r.label, r.manip, r.manip_kind, None) for r in records]
     else:

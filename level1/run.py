@@ -23,8 +23,17 @@ from typing import Any
 
 from level1.errors import RunError
 
-__all__ = ["RUN_FILE", "OOF_FILE", "LAST", "SPLIT_FILE", "resolve_device", "prepare_run_dir", "resolve_runs",
-           "run_info", "load_models"]
+__all__ = [
+    "RUN_FILE",
+    "OOF_FILE",
+    "LAST",
+    "SPLIT_FILE",
+    "resolve_device",
+    "prepare_run_dir",
+    "resolve_runs",
+    "run_info",
+    "load_models",
+]
 
 RUN_FILE = "run.json"
 OOF_FILE = "oof.json"
@@ -55,7 +64,9 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> bool:
         if overwrite:
             shutil.rmtree(out)
         else:
-            raise RunError(f"run directory {str(out)!r} already holds a run; pass resume (--resume) or overwrite (--overwrite)")
+            raise RunError(
+                f"run directory {str(out)!r} already holds a run; pass resume (--resume) or overwrite (--overwrite)"
+            )
     elif resume and out.exists() and any(out.iterdir()):
         raise RunError(f"{str(out)!r} is not a level1 run directory (no {RUN_FILE})")
     elif out.exists() and any(out.iterdir()) and not overwrite:

@@ -50,6 +50,7 @@ from stacker.files import atomic_path, atomic_write_text
 
 __all__ = ["TrainResult", "train_model", "write_json"]
 
+
 @dataclass
 class TrainResult:
     """What a finished (or resumed and finished) run produced."""
@@ -85,7 +86,8 @@ def _read_split(path: Path) -> tuple[list[ImageRecord], list[ImageRecord]]:
     import pandas as pd
 
     frame = pd.read_csv(path, keep_default_na=False, na_values={"fold": [""], "label": [""]})
-    train, val = [], []
+    train: list[ImageRecord] = []
+    val: list[ImageRecord] = []
     for row in frame.to_dict("records"):
         fold = row["fold"]
         rec = ImageRecord(
@@ -140,8 +142,14 @@ def _validation_items(val: list[ImageRecord], cfg: Level1Config) -> tuple[list[I
     return val, items
 
 
-def _validate(model: Any, val: list[ImageRecord], items: list[tuple[int, str]], class_index: dict[str, int],
-              cfg: Level1Config, device: Any) -> tuple[dict[str, float], list[Skipped]]:
+def _validate(
+    model: Any,
+    val: list[ImageRecord],
+    items: list[tuple[int, str]],
+    class_index: dict[str, int],
+    cfg: Level1Config,
+    device: Any,
+) -> tuple[dict[str, float], list[Skipped]]:
     from level1.predict import predict_items
 
     # Inference mode alone keeps BatchNorm in training mode (batch statistics, running stats
@@ -150,9 +158,18 @@ def _validate(model: Any, val: list[ImageRecord], items: list[tuple[int, str]], 
     model.eval()
     try:
         probs, ok, skipped = predict_items(
-            [[model]], val, items, groups=["identity"], size=cfg.crop, crop=cfg.crop,
-            batch_size=cfg.effective_batch_size_predict, device=device, workers=cfg.workers, progress=False,
-            backend=cfg.manip_backend, desc="validate",
+            [[model]],
+            val,
+            items,
+            groups=["identity"],
+            size=cfg.crop,
+            crop=cfg.crop,
+            batch_size=cfg.effective_batch_size_predict,
+            device=device,
+            workers=cfg.workers,
+            progress=False,
+            backend=cfg.manip_backend,
+            desc="validate",
         )
     finally:
         model.train(was_training)
@@ -305,10 +322,13 @@ def train_model(
     if not cfg.d4:
         dataset.d4_labels = set()
     sampler = BalancedSampler(
-        [class_index[r.label] for r in train], steps * cfg.batch_size, seed=cfg.seed, balanced=cfg.balanced  # type: ignore[index]
+        [class_index[r.label] for r in train],  # type: ignore[index]  # training records are labelled
+        steps * cfg.batch_size,
+        seed=cfg.seed,
+        balanced=cfg.balanced,
     )
-    loader = DataLoader(
-        dataset,
+    loader: Any = DataLoader(
+        dataset,  # type: ignore[arg-type]  # a map-style dataset (__len__, __getitem__)
         batch_size=cfg.batch_size,
         sampler=sampler,
         num_workers=cfg.workers,
@@ -341,7 +361,9 @@ def train_model(
         model.train()
         t0 = time.perf_counter()
         total_loss, n_seen = 0.0, 0
-        bar = tqdm(loader, total=len(loader), desc=f"epoch {epoch + 1}/{n_total}", disable=not cfg.progress, leave=False)
+        bar = tqdm(
+            loader, total=len(loader), desc=f"epoch {epoch + 1}/{n_total}", disable=not cfg.progress, leave=False
+        )
         for step, batch in enumerate(bar):
             if phase == "sgd":
                 cycle_epoch = (epoch - n_adam) % cfg.sgd_cycle_epochs
@@ -425,8 +447,14 @@ def train_model(
             write_skipped(skipped, out / "skipped.csv")
         write_json(
             out / RUN_FILE,
-            {**info_base, "epochs_done": epoch + 1, "finished": epoch + 1 == n_total, "checkpoints": kept,
-             "history": history, "skipped": len(skipped)},
+            {
+                **info_base,
+                "epochs_done": epoch + 1,
+                "finished": epoch + 1 == n_total,
+                "checkpoints": kept,
+                "history": history,
+                "skipped": len(skipped),
+            },
         )
         msg = f"level1: {out.name} epoch {epoch + 1}/{n_total} train_loss {row['train_loss']:.4f}"
         if val_items:
@@ -439,4 +467,4 @@ def train_model(
     return TrainResult(out, kept, history, skipped)
 
 
-#END
+# END

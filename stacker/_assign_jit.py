@@ -19,17 +19,23 @@ _SOURCE = Path(__file__).with_name("_assign_kernels.py")
 exec(compile(_SOURCE.read_text(encoding="utf-8"), str(_SOURCE), "exec"), globals())  # noqa: S102 - our own source
 
 _jit = numba.njit(cache=True, nogil=True)
+_g = globals()  # the names the exec above defined
 # Helpers first, so the compiled callers below find compiled helpers in this module's globals.
 for _name in ("_select", "_store", "_recompute", "_add_newcomer", "_weights", "_value"):
-    globals()[_name] = _jit(globals()[_name])
+    _g[_name] = _jit(_g[_name])
 
-KERNELS = _Namespace(  # noqa: F821 - defined by the exec above
-    ssp=_jit(ssp),  # noqa: F821
-    bulk_argmax=_jit(bulk_argmax),  # noqa: F821
-    certificate_violations=_jit(certificate_violations),  # noqa: F821
-    has_bad_rows=_jit(has_bad_rows),  # noqa: F821
-    gather_contested=gather_contested,  # noqa: F821 - plain NumPy, calls no loop
-    refine_prices=_jit(refine_prices),  # noqa: F821
-    score_violations=_jit(score_violations),  # noqa: F821
-    margin_is_ratio=margin_is_ratio,  # noqa: F821
+KERNELS = _g["_Namespace"](
+    **{
+        name: _jit(_g[name])
+        for name in (
+            "ssp",
+            "bulk_argmax",
+            "certificate_violations",
+            "has_bad_rows",
+            "refine_prices",
+            "score_violations",
+        )
+    },
+    gather_contested=_g["gather_contested"],  # plain NumPy: calls no loop
+    margin_is_ratio=_g["margin_is_ratio"],
 )

@@ -14,6 +14,9 @@ argmax of ``s[i] + h[:K]``: the prices of the public API are ``h[K] - h[:K]``.
 
 from __future__ import annotations
 
+import importlib.util
+from typing import Any
+
 import numpy as np
 
 #: Probabilities below this are treated as this value (log = -690.8).
@@ -23,15 +26,21 @@ _HEAD = 4
 #: Rows sampled per class short of rows in a bulk price step (see :func:`refine_prices`).
 _REFINE_SAMPLE = 32_768
 
-__all__ = ["TINY", "ssp", "bulk_argmax", "certificate_violations", "has_bad_rows", "score_violations", "HAVE_NUMBA", "PYTHON", "JIT_MIN_WORK", "kernels"]
+__all__ = [
+    "TINY",
+    "ssp",
+    "bulk_argmax",
+    "certificate_violations",
+    "has_bad_rows",
+    "score_violations",
+    "HAVE_NUMBA",
+    "PYTHON",
+    "JIT_MIN_WORK",
+    "kernels",
+]
 
-try:  # pragma: no cover - exercised when numba is installed
-    import numba as _numba  # noqa: F401 - only to know whether it is there
-
-    HAVE_NUMBA = True
-except ImportError:  # pragma: no cover
-    _numba = None
-    HAVE_NUMBA = False
+#: Whether numba can be imported (looked up, not imported: importing stacker never pays for numba).
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 
 
 def _select(s, assign, a, b, L, mem):
@@ -318,7 +327,24 @@ def ssp(s, assign, h, lower, upper):
                     if stale[u, b]:
                         # Refreshed only now that a search needs it (lazy: most never are).
                         pool, pos = _recompute(
-                            s, assign, u, b, order, cstart, pool, pos, pstart, plen, pptr, pfull, plim, nc, ncnt, nseen, M, Arg
+                            s,
+                            assign,
+                            u,
+                            b,
+                            order,
+                            cstart,
+                            pool,
+                            pos,
+                            pstart,
+                            plen,
+                            pptr,
+                            pfull,
+                            plim,
+                            nc,
+                            ncnt,
+                            nseen,
+                            M,
+                            Arg,
                         )
                         stale[u, b] = False
                     if Arg[u, b] >= 0:
@@ -675,7 +701,18 @@ def _np_certificate_violations(P, assign, h, log_mode, tol):
 
 
 class _Namespace:
-    def __init__(self, **fns) -> None:
+    """One set of kernels (interpreted or compiled)."""
+
+    ssp: Any
+    bulk_argmax: Any
+    certificate_violations: Any
+    has_bad_rows: Any
+    gather_contested: Any
+    refine_prices: Any
+    score_violations: Any
+    margin_is_ratio: Any
+
+    def __init__(self, **fns: Any) -> None:
         self.__dict__.update(fns)
 
 

@@ -26,8 +26,8 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from stacker.files import jsonable
 from stacker.errors import BundleError, NotFittedError
+from stacker.files import jsonable
 from stacker.inputs import Form, encode_labels, from_table, labels_to_names, to_table, with_labels
 from stacker.table import PredictionTable
 
@@ -96,9 +96,7 @@ class Transform(TransformerMixin, BaseEstimator):
     # --- inputs ------------------------------------------------------------------------
     def _check_fitted(self, attribute: str) -> None:
         if not hasattr(self, attribute):
-            raise NotFittedError(
-                f"this {type(self).__name__} is not fitted yet; call fit (or fit_transform) first"
-            )
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit (or fit_transform) first")
 
     def _fit_input(self, X: Any, y: Any = None) -> tuple[PredictionTable, Form]:
         """The table of ``fit``'s input, labelled with ``y`` if given; sets ``classes_`` and ``n_features_in_``.
@@ -138,8 +136,9 @@ class Transform(TransformerMixin, BaseEstimator):
         names = [str(c) for c in classes]
         if form.kind != "array" and np.asarray(classes).dtype == object and list(table.classes) != names:
             if sorted(table.classes) != sorted(names):
-                raise ValueError(f"{type(self).__name__} was fitted on classes {names}; "
-                                 f"the input has {list(table.classes)}")
+                raise ValueError(
+                    f"{type(self).__name__} was fitted on classes {names}; the input has {list(table.classes)}"
+                )
             order = [table.classes.index(c) for c in names]
             table = table.replace(probs=table.probs[:, :, order], classes=names)
         return table, form
@@ -164,10 +163,10 @@ class Transform(TransformerMixin, BaseEstimator):
     def transform(self, X: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> Any:
+    def fit_transform(self, X: Any, y: Any = None) -> Any:
         """Fit, then return what the next step is fitted on (out-of-fold for learners)."""
-        # Steps written for tables alone define fit(table): call them so when there is nothing more to pass.
-        fitted = self.fit(X) if y is None and not fit_params else self.fit(X, y, **fit_params)
+        # Steps written for tables alone define fit(table): call them so when there is no y to pass.
+        fitted = self.fit(X) if y is None else self.fit(X, y)
         return fitted.transform(X)
 
     # --- persistence -------------------------------------------------------------------

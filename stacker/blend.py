@@ -34,20 +34,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
 from sklearn.base import ClassifierMixin
 
 from stacker import metrics
 from stacker.base import Transform, register
-from stacker.errors import BundleError, ConfigError, LabelError
-from stacker.inputs import Form, encode_labels, infer_n_classes, labels_to_names, to_table, with_labels
 from stacker.device import DEVICE_FAMILIES, check_device
+from stacker.errors import BundleError, ConfigError, LabelError
 from stacker.features import FeatureSpec
+from stacker.inputs import Form, encode_labels, infer_n_classes, labels_to_names, to_table, with_labels
 from stacker.metamodels import BLOCK_FAMILIES
 from stacker.metamodels.selection import selection_on_true_class
 from stacker.planner import Planner, check_time_limit
-from stacker.stats import model_correlation, model_scores
 from stacker.recipe import MemberSpec, Recipe
+from stacker.stats import model_correlation, model_scores
 from stacker.table import FOLD, LABEL, VIEW, PredictionTable
 
 __all__ = ["Blend", "COMBINE_RULES", "SELECTION_ITER", "class_sample_weights", "combine_members"]
@@ -88,7 +87,11 @@ def class_sample_weights(
 
 
 def combine_members(
-    oof: np.ndarray, y: np.ndarray, folds: np.ndarray, sample_weight: np.ndarray | None, rule: str,
+    oof: np.ndarray,
+    y: np.ndarray,
+    folds: np.ndarray,
+    sample_weight: np.ndarray | None,
+    rule: str,
     n_jobs: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Member weights and the blend's out-of-fold probabilities from members' OOF predictions.
@@ -118,8 +121,9 @@ def combine_members(
     true = oof[:, np.arange(n), y]  # only the true class's probability enters the search
     fold_ids = list(np.unique(folds))
     with ThreadPoolExecutor(max(1, int(n_jobs))) as pool:
-        searches = [pool.submit(selection_on_true_class, true[:, folds != f], SELECTION_ITER, w[folds != f])
-                    for f in fold_ids]
+        searches = [
+            pool.submit(selection_on_true_class, true[:, folds != f], SELECTION_ITER, w[folds != f]) for f in fold_ids
+        ]
         weights = selection_on_true_class(true, SELECTION_ITER, w)
         blend_oof = np.zeros((n, k))
         for f, search in zip(fold_ids, searches):
@@ -261,7 +265,10 @@ class Blend(ClassifierMixin, Transform):
             rows = np.flatnonzero(missing)
             raise LabelError(
                 f"{int(missing.sum())} rows have no label; fit on labelled rows only",
-                path=src, column=LABEL, rows=rows, ids=table.meta["id"].iloc[rows[:5]].tolist(),
+                path=src,
+                column=LABEL,
+                rows=rows,
+                ids=table.meta["id"].iloc[rows[:5]].tolist(),
             )
         return y
 
@@ -304,8 +311,10 @@ class Blend(ClassifierMixin, Transform):
             return spec.align(table), form
         table, form = to_table(X, layout="flat", n_classes=len(spec.classes))
         if table.n_models != len(spec.models) or table.n_classes != len(spec.classes):
-            raise ValueError(f"the Blend was fitted on {len(spec.models)} models x {len(spec.classes)} classes; "
-                             f"X has {table.n_models} x {table.n_classes}")
+            raise ValueError(
+                f"the Blend was fitted on {len(spec.models)} models x {len(spec.classes)} classes; "
+                f"X has {table.n_models} x {table.n_classes}"
+            )
         return table.replace(classes=spec.classes, models=spec.models), form
 
     def fit(self, X: Any, y: Any = None, *, groups: Any = None, sample_weight: Any = None) -> Blend:
@@ -340,7 +349,9 @@ class Blend(ClassifierMixin, Transform):
         self.tta_power_ = self.tta_power if self.tta_power is not None else recipe.tta_power
         n_rows = len(table)
         if groups is not None and VIEW in table.meta.columns and self.tta_power_ is not None:
-            raise ConfigError("groups= cannot follow rows through the TTA view aggregation; give the table an id column")
+            raise ConfigError(
+                "groups= cannot follow rows through the TTA view aggregation; give the table an id column"
+            )
         table = self._aggregate(table)
         y = self._check_labels(table)
         spec = FeatureSpec.from_table(table, self.features)
@@ -352,8 +363,10 @@ class Blend(ClassifierMixin, Transform):
             if sw.shape != (n_rows,) or not np.isfinite(sw).all() or (sw < 0).any() or sw.sum() <= 0:
                 raise ConfigError(f"sample_weight must be {n_rows} finite non-negative numbers, not all 0")
             if len(table) != n_rows:
-                raise ConfigError("sample_weight cannot follow rows through the TTA view aggregation; aggregate "
-                                  "the views first (stacker aggregate), or set tta_power=None")
+                raise ConfigError(
+                    "sample_weight cannot follow rows through the TTA view aggregation; aggregate "
+                    "the views first (stacker aggregate), or set tta_power=None"
+                )
             w = w * sw
         image = table.ids if groups is None else _check_groups(groups, n_rows)
         folds = _grouped_folds(table, y, self.n_folds, self.seed, image)
@@ -369,8 +382,17 @@ class Blend(ClassifierMixin, Transform):
         train_rows = [np.flatnonzero(folds != f) for f in range(n_folds)]
         from stacker.parallel import fit_member_folds, member_tasks, plan_fits, run_tasks
 
-        planner = plan_fits(members, [self._member_kwargs(m, spec) for m in members], train_rows,
-                            X.shape[1], table.n_classes, len(table.models), self.n_jobs, self.time_limit_, started)
+        planner = plan_fits(
+            members,
+            [self._member_kwargs(m, spec) for m in members],
+            train_rows,
+            X.shape[1],
+            table.n_classes,
+            len(table.models),
+            self.n_jobs,
+            self.time_limit_,
+            started,
+        )
 
         oof = np.zeros((len(members), n, k))
         states: list[list[Any]] = [[None] * n_folds for _ in members]
@@ -390,13 +412,16 @@ class Blend(ClassifierMixin, Transform):
                 if self.on_fold is not None:
                     self.on_fold(f, fold_scores[-1])
 
-        shared = {"X": X, "y": y, "w": w, "groups": groups,
-                  "preload": tuple(sorted({m.family for m in members}))}
+        shared = {"X": X, "y": y, "w": w, "groups": groups, "preload": tuple(sorted({m.family for m in members}))}
         bar = _ProgressBar(self.progress, planner)
         try:
-            for ti, res in run_tasks(fit_member_folds, member_tasks(planner, members, train_rows, fold_rows), shared,
-                                     n_jobs=self.n_jobs,
-                                     scheduler=self.scheduler):
+            for ti, res in run_tasks(
+                fit_member_folds,
+                member_tasks(planner, members, train_rows, fold_rows),
+                shared,
+                n_jobs=self.n_jobs,
+                scheduler=self.scheduler,
+            ):
                 t = planner.task(ti)
                 planner.task_done(t, res["seconds"])
                 for f, r in zip(t.folds, res["folds"]):
@@ -433,7 +458,7 @@ class Blend(ClassifierMixin, Transform):
         self._states = states
         self._estimators: dict[tuple[int, int], Any] = {}
         manip = table.manip
-        self.scores_ = {
+        self.scores_: dict[str, Any] = {
             "blend": metrics.score_split(y, blend_oof, manip, table.classes),
             "members": {m.name: metrics.score_split(y, oof[mi], manip, table.classes) for mi, m in enumerate(members)},
             "folds": fold_scores,
@@ -444,8 +469,9 @@ class Blend(ClassifierMixin, Transform):
         meta = table.meta.copy()
         if FOLD not in meta.columns:
             meta[FOLD] = pd.array(folds, dtype="Int64")
-        self.oof_ = PredictionTable(meta, blend_oof[:, None, :], table.classes, ["blend"], source=table.source,
-                                    validate=False)
+        self.oof_ = PredictionTable(
+            meta, blend_oof[:, None, :], table.classes, ["blend"], source=table.source, validate=False
+        )
 
     def _aggregate(self, table: PredictionTable) -> PredictionTable:
         """Power mean of each sample's TTA views, when a TTA power is set and the table has views."""
@@ -472,7 +498,7 @@ class Blend(ClassifierMixin, Transform):
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(1):
-            for mi in np.flatnonzero(self.weights_ > 0):
+            for mi in map(int, np.flatnonzero(self.weights_ > 0)):
                 folds = [f for f in range(len(self._states[mi])) if self._states[mi][f] is not None]
                 out[mi] = np.mean([self._estimator(mi, f).predict_proba(X) for f in folds], axis=0)
         return out
@@ -500,8 +526,14 @@ class Blend(ClassifierMixin, Transform):
         table, form = self._table(X)
         aggregated = self._aggregate(table)
         p = self._blend_proba(aggregated)
-        out = PredictionTable(aggregated.meta.copy(), p[:, None, :], self.feature_spec_.classes, ["blend"],
-                              source=table.source, validate=False)
+        out = PredictionTable(
+            aggregated.meta.copy(),
+            p[:, None, :],
+            self.feature_spec_.classes,
+            ["blend"],
+            source=table.source,
+            validate=False,
+        )
         return self._output(out, form, reduced=True)
 
     def fit_transform(self, X: Any, y: Any = None, *, groups: Any = None, sample_weight: Any = None) -> Any:
@@ -518,16 +550,19 @@ class Blend(ClassifierMixin, Transform):
         if y is None:
             table = self._aggregate(self._table(X)[0])
             y_codes = self._check_labels(table)
-            return float(accuracy_score(y_codes, np.argmax(self._blend_proba(table), axis=1),
-                                        sample_weight=sample_weight))
+            return float(
+                accuracy_score(y_codes, np.argmax(self._blend_proba(table), axis=1), sample_weight=sample_weight)
+            )
         return float(accuracy_score(np.asarray(y), self.predict(X), sample_weight=sample_weight))
 
     def evaluate(self, X: Any, y: Any = None) -> dict[str, Any]:
         """Accuracy, log loss and per-class accuracy on all, unaltered and manipulated rows of a labelled input."""
         table = self._table(X)[0]
         if y is not None:
-            table = with_labels(table, labels_to_names(y, table, None if isinstance(X, (PredictionTable, pd.DataFrame))
-                                                       else self.classes_))
+            table = with_labels(
+                table,
+                labels_to_names(y, table, None if isinstance(X, (PredictionTable, pd.DataFrame)) else self.classes_),
+            )
         aligned = self._aggregate(table)
         y_codes = self._check_labels(aligned)
         return metrics.score_split(y_codes, self._blend_proba(aligned), aligned.manip, self.feature_spec_.classes)
@@ -582,8 +617,12 @@ class _ProgressBar:
             from tqdm.auto import tqdm
 
             planned, eta = planner.forecast()
-            self.bar = tqdm(total=planned, desc="blend", leave=False,
-                            bar_format="{desc}: {n}/{total} member-folds [{elapsed}{postfix}]")
+            self.bar = tqdm(
+                total=planned,
+                desc="blend",
+                leave=False,
+                bar_format="{desc}: {n}/{total} member-folds [{elapsed}{postfix}]",
+            )
             self.bar.set_postfix_str(f"ETA {eta:.0f} s", refresh=False)
 
     def step(self, n_folds: int) -> None:
@@ -608,8 +647,9 @@ def _check_groups(groups: Any, n: int) -> np.ndarray:
     return g
 
 
-def _grouped_folds(table: PredictionTable, y: np.ndarray, n_folds: int, seed: int,
-                   image: np.ndarray | None = None) -> np.ndarray:
+def _grouped_folds(
+    table: PredictionTable, y: np.ndarray, n_folds: int, seed: int, image: np.ndarray | None = None
+) -> np.ndarray:
     from stacker.cv import grouped_folds
 
     try:

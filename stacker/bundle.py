@@ -43,8 +43,18 @@ from stacker.files import atomic_dir, atomic_write_text, jsonable
 from stacker.recipe import MemberSpec
 from stacker.table import SCHEMA_VERSION
 
-__all__ = ["MANIFEST", "FORMAT", "FORMAT_VERSION", "save", "load", "read_manifest", "is_bundle",
-           "write_members", "read_members", "check_weights"]
+__all__ = [
+    "MANIFEST",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "save",
+    "load",
+    "read_manifest",
+    "is_bundle",
+    "write_members",
+    "read_members",
+    "check_weights",
+]
 
 MANIFEST = "manifest.json"
 FORMAT = "stacker-bundle"
@@ -122,8 +132,10 @@ def save(step: Any, path: str | os.PathLike[str]) -> Path:
     if target.exists() and not target.is_dir():
         raise BundleError(f"bundle path {str(target)!r} exists and is not a directory")
     if target.is_dir() and any(target.iterdir()) and not is_bundle(target):
-        raise BundleError(f"{str(target)!r} is a non-empty directory that is not a stacker bundle; refusing to "
-                          "replace it: remove it or choose another path")
+        raise BundleError(
+            f"{str(target)!r} is a non-empty directory that is not a stacker bundle; refusing to "
+            "replace it: remove it or choose another path"
+        )
     with atomic_dir(target) as tmp:
         state = step.get_state(tmp)
         try:
@@ -153,8 +165,10 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     mpath = root / MANIFEST
     if not mpath.is_file():
         if (root / _LEGACY_CHAIN).is_file():
-            raise BundleError(f"{str(root)!r} is a chain saved by an older stacker ({_LEGACY_CHAIN} without a "
-                              "checksum of its own), which is no longer trusted: fit and save the chain again")
+            raise BundleError(
+                f"{str(root)!r} is a chain saved by an older stacker ({_LEGACY_CHAIN} without a "
+                "checksum of its own), which is no longer trusted: fit and save the chain again"
+            )
         raise BundleError(f"bundle {str(root)!r} has no {MANIFEST}; is it a stacker bundle?")
     try:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
@@ -195,8 +209,9 @@ def load(path: str | os.PathLike[str]) -> Any:
     except BundleError as exc:
         raise BundleError(f"bundle {str(root)!r}: {MANIFEST}: {exc}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise BundleError(f"bundle {str(root)!r}: {MANIFEST}: the {manifest['kind']} state is incomplete or "
-                          f"malformed ({exc!r})") from None
+        raise BundleError(
+            f"bundle {str(root)!r}: {MANIFEST}: the {manifest['kind']} state is incomplete or malformed ({exc!r})"
+        ) from None
 
 
 # ---------------------------------------------------------------------- a Blend's members
@@ -266,13 +281,19 @@ def read_members(directory: Path, entries: Any, n_folds: int):
 def check_weights(weights: Any, n_members: int) -> np.ndarray:
     """Member weights as stored: ``n_members`` finite, non-negative numbers summing to 1."""
     if not isinstance(weights, list) or len(weights) != n_members:
-        raise BundleError(f"field 'weights' must list one weight per member ({n_members}), got "
-                          f"{len(weights) if isinstance(weights, list) else type(weights).__name__}")
-    bad = [i for i, w in enumerate(weights)
-           if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w) or w < 0]
+        raise BundleError(
+            f"field 'weights' must list one weight per member ({n_members}), got "
+            f"{len(weights) if isinstance(weights, list) else type(weights).__name__}"
+        )
+    bad = [
+        i
+        for i, w in enumerate(weights)
+        if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w) or w < 0
+    ]
     if bad:
-        raise BundleError(f"field 'weights[{bad[0]}]' is {weights[bad[0]]!r}; member weights must be finite and "
-                          "non-negative")
+        raise BundleError(
+            f"field 'weights[{bad[0]}]' is {weights[bad[0]]!r}; member weights must be finite and non-negative"
+        )
     w = np.asarray(weights, dtype=np.float64)
     if abs(w.sum() - 1.0) > WEIGHT_SUM_TOL:
         raise BundleError(f"field 'weights' sums to {w.sum():.9g}; member weights must sum to 1")
@@ -329,7 +350,9 @@ def blend_from_state(cls: type, state: dict[str, Any], directory: Path) -> Any:
     blend.weights_ = check_weights(state["weights"], len(blend.members_))
     for mi in np.flatnonzero(blend.weights_ > 0):
         if not any(s is not None for s in blend._states[mi]):
-            raise BundleError(f"field 'members[{mi}]': member {blend.members_[mi].name!r} has weight but no model files")
+            raise BundleError(
+                f"field 'members[{mi}]': member {blend.members_[mi].name!r} has weight but no model files"
+            )
     blend.scores_ = state.get("scores", {})
     blend.plan_ = state.get("plan") or {}
     tl = params.get("time_limit")

@@ -36,6 +36,7 @@ from stacker.errors import BundleError, ConfigError, NotFittedError
 
 __all__ = ["Chain", "load_chain"]
 
+
 @register("chain")
 class Chain(Transform):
     """Transforms applied in order.
@@ -84,8 +85,9 @@ class Chain(Transform):
             head, _, rest = key.partition("__")
             index, _, name = rest.partition("__")
             if head != "steps" or not index.isdigit() or int(index) >= len(steps):
-                raise ValueError(f"invalid parameter {key!r} for Chain: use steps or steps__<i>[__<name>] "
-                                 f"with i < {len(steps)}")
+                raise ValueError(
+                    f"invalid parameter {key!r} for Chain: use steps or steps__<i>[__<name>] with i < {len(steps)}"
+                )
             if name:
                 nested.setdefault(int(index), {})[name] = value
             else:
@@ -133,7 +135,7 @@ class Chain(Transform):
         return steps[-1].predict(X)
 
     @property
-    def classes_(self) -> np.ndarray:
+    def classes_(self) -> np.ndarray:  # type: ignore[override]  # a chain's classes are its last step's
         """The last step's classes."""
         last = list(self.steps)[-1] if self.steps else None
         if last is None or not hasattr(last, "classes_"):

@@ -7,6 +7,7 @@ one typed error naming the file (and, for TOML, the line of the syntax error).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,9 @@ def load_config(
             data = yaml.safe_load(text)
             data = {} if data is None else data
         else:
-            try:
+            if sys.version_info >= (3, 11):
                 import tomllib
-            except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+            else:  # pragma: no cover - Python 3.10
                 import tomli as tomllib
             data = tomllib.loads(text)
     except RecursionError:

@@ -62,8 +62,9 @@ def grouped_folds(
     name = (lambda k: classes[k]) if classes is not None else (lambda k: k)
     present, counts = np.unique(group_y, return_counts=True)
     if len(present) < 2:
-        raise LabelError(f"only one class ({name(present[0])!r}) has labels; a classifier needs two or more",
-                         column="label")
+        raise LabelError(
+            f"only one class ({name(present[0])!r}) has labels; a classifier needs two or more", column="label"
+        )
     few = present[counts < n_folds]
     if len(few):
         detail = ", ".join(f"{name(k)!r}: {c}" for k, c in zip(present, counts) if c < n_folds)
@@ -78,9 +79,7 @@ def grouped_folds(
     return group_fold[codes]
 
 
-def inner_split(
-    y: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def inner_split(y: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Positions ``(train, valid)`` holding out about ``fraction`` of the groups, for early stopping.
 
     Groups are drawn per class (stratified) when every class has enough of them,

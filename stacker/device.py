@@ -35,6 +35,8 @@ def check_device(device: object) -> str:
     if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", device):
         raise ConfigError(f"device must be 'cpu' or 'cuda' (or 'cuda:N'), got {device!r}")
     if device != "cpu" and not cuda_available():
-        raise ConfigError(f"device={device!r} was asked for, but no CUDA device is visible here "
-                          "(torch.cuda.is_available() is False); use device='cpu'")
+        raise ConfigError(
+            f"device={device!r} was asked for, but no CUDA device is visible here "
+            "(torch.cuda.is_available() is False); use device='cpu'"
+        )
     return device

@@ -87,14 +87,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from stacker._assign_kernels import TINY, kernels
 from sklearn.base import ClassifierMixin
 
+from stacker._assign_kernels import TINY, kernels
 from stacker.base import Transform, register
 from stacker.errors import ConfigError, LabelError, ProbabilityError, SchemaError
 from stacker.inputs import Form, group_codes
@@ -112,7 +111,7 @@ __all__ = [
     "QuotaSpec",
 ]
 
-QuotaSpec = Union[None, float, int, Sequence[float], Mapping[str, float], np.ndarray]
+QuotaSpec = None | float | int | Sequence[float] | Mapping[str, float] | np.ndarray
 
 _SMALL = 20_000  # above this many rows, prices come from a subsample first
 _SUBSAMPLE = 8
@@ -142,7 +141,9 @@ def _check_probs(P: np.ndarray, *, what: str = "probabilities", scan: bool = Tru
         raise ProbabilityError(f"{what}: negative values", rows=np.flatnonzero(neg))
     zero = ~(P > 0).any(axis=1)
     if zero.any():
-        raise ProbabilityError(f"{what}: rows of all-zero probabilities have no class to prefer", rows=np.flatnonzero(zero))
+        raise ProbabilityError(
+            f"{what}: rows of all-zero probabilities have no class to prefer", rows=np.flatnonzero(zero)
+        )
     return P
 
 
@@ -202,9 +203,7 @@ def resolve_quota(
                 raise ConfigError(f"quotas sum to {int(lo.sum())} but the group{where} has {n} rows")
         else:
             if abs(values.sum() - 1.0) > 1e-6:
-                raise ConfigError(
-                    f"quota proportions sum to {values.sum():g}, not 1 (counts must be whole numbers)"
-                )
+                raise ConfigError(f"quota proportions sum to {values.sum():g}, not 1 (counts must be whole numbers)")
             lo = np.floor(values * n + 1e-9).astype(np.int64)
             up = np.ceil(values * n - 1e-9).astype(np.int64)
     try:
@@ -593,11 +592,16 @@ class _Equalizer(ClassifierMixin, Transform):
         if null.any():
             rows = np.flatnonzero(null)
             raise SchemaError(
-                "rows with a null group value", path=table.source, column=cols[0], rows=rows,
+                "rows with a null group value",
+                path=table.source,
+                column=cols[0],
+                rows=rows,
                 ids=table.meta[ID].iloc[rows[:5]].tolist(),
             )
-        codes, uniques = pd.MultiIndex.from_frame(frame).factorize(sort=True) if len(cols) > 1 else pd.factorize(
-            frame[cols[0]], sort=True
+        codes, uniques = (
+            pd.MultiIndex.from_frame(frame).factorize(sort=True)
+            if len(cols) > 1
+            else pd.factorize(frame[cols[0]], sort=True)
         )
         out = []
         for g, value in enumerate(uniques):
@@ -606,15 +610,20 @@ class _Equalizer(ClassifierMixin, Transform):
 
     def _bounds(self, n: int, classes: Sequence[str], group: str) -> tuple[np.ndarray, np.ndarray]:
         return resolve_quota(
-            self.quota, n, classes, lower=getattr(self, "lower", None), upper=getattr(self, "upper", None),
+            self.quota,
+            n,
+            classes,
+            lower=getattr(self, "lower", None),
+            upper=getattr(self, "upper", None),
             group=group,
         )
 
     def _assign(self, P: np.ndarray, lo: np.ndarray, up: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         raise NotImplementedError
 
-    def _equalize(self, P: np.ndarray, classes: Sequence[str], group: str,
-                  output: bool) -> tuple[np.ndarray, np.ndarray | None, Any]:
+    def _equalize(
+        self, P: np.ndarray, classes: Sequence[str], group: str, output: bool
+    ) -> tuple[np.ndarray, np.ndarray | None, Any]:
         """One group: ``(assignment, output probabilities if asked, prices or None)``."""
         lo, up = self._bounds(len(P), classes, group)
         a, p = self._assign(P, lo, up)
@@ -623,8 +632,9 @@ class _Equalizer(ClassifierMixin, Transform):
         weights = None if p is None or self._weights_off() else np.exp(-(p - p.min()))
         return a, _output_proba(P, a, weights), None if p is None else p.tolist()
 
-    def _solve(self, table: PredictionTable, groups: Any = None,
-               output: bool = True) -> tuple[np.ndarray, PredictionTable | None, dict]:
+    def _solve(
+        self, table: PredictionTable, groups: Any = None, output: bool = True
+    ) -> tuple[np.ndarray, PredictionTable | None, dict]:
         """Equalize every group: ``(assignment, output table or None, {group: prices})``."""
         P_all, name = self._proba(table)
         n = len(P_all)
@@ -674,13 +684,16 @@ class _Equalizer(ClassifierMixin, Transform):
     def fit_transform(self, X: Any, y: Any = None, groups: Any = None) -> Any:
         """Probabilities of ``X`` whose argmax is exactly the equalized class of each row."""
         out, form = self._fit_solve(X, y, groups, output=True)
+        assert out is not None
         return self._output(out, form, reduced=True)
 
     def transform(self, X: Any, groups: Any = None) -> Any:
         """Equalize a new batch; the output's argmax is its assignment.  The fitted state is not changed."""
         self._check_fitted("classes_")
         table, form = self._input(X)
-        return self._output(self._solve(table, groups)[1], form, reduced=True)
+        out = self._solve(table, groups)[1]
+        assert out is not None
+        return self._output(out, form, reduced=True)
 
     def predict(self, X: Any, groups: Any = None) -> np.ndarray:
         """The equalized class of every row of a new batch.  The fitted state is not changed."""
@@ -698,8 +711,13 @@ class _Equalizer(ClassifierMixin, Transform):
             if not table.has_labels:
                 raise LabelError("score needs labels: give y, or a table with a label column", path=table.source)
             known = table.y >= 0
-            return float(accuracy_score(table.labels[known], pred[known],
-                                        sample_weight=None if sample_weight is None else np.asarray(sample_weight)[known]))
+            return float(
+                accuracy_score(
+                    np.asarray(table.labels)[known],
+                    pred[known],
+                    sample_weight=None if sample_weight is None else np.asarray(sample_weight)[known],
+                )
+            )
         return float(accuracy_score(np.asarray(y), pred, sample_weight=sample_weight))
 
     def _weights_off(self) -> bool:

@@ -9,6 +9,10 @@ enough to find the problem.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "StackerError",
@@ -56,8 +60,8 @@ class TableError(StackerError):
         *,
         path: str | None = None,
         column: str | None = None,
-        rows: Sequence[int] | None = None,
-        ids: Sequence[object] | None = None,
+        rows: Sequence[int] | np.ndarray | None = None,
+        ids: Sequence[Any] | np.ndarray | None = None,
     ) -> None:
         self.path = path
         self.column = column

@@ -115,8 +115,7 @@ class FeatureSpec:
             )
         if self.manip and table.manip is None:
             raise BundleError(
-                f"{src}{what} was fitted with the manipulation flag as a feature but the table has no "
-                f"{MANIP!r} column"
+                f"{src}{what} was fitted with the manipulation flag as a feature but the table has no {MANIP!r} column"
             )
         if tuple(table.models) != self.models:
             table = table.select_models(list(self.models))
@@ -131,5 +130,7 @@ class FeatureSpec:
         p = table.probs.reshape(len(table), -1)
         X = to_log(p) if self.kind == "log" else p.copy()
         if self.manip:
-            X = np.hstack([X, table.manip.astype(np.float64)[:, None]])
+            manip = table.manip
+            assert manip is not None  # align() refuses a table without the flag
+            X = np.hstack([X, manip.astype(np.float64)[:, None]])
         return np.ascontiguousarray(X)

@@ -31,8 +31,15 @@ from stacker.errors import LabelError, SchemaError, TableError
 from stacker.table import DEFAULT_ATOL, ID, LABEL, PredictionTable
 
 __all__ = [
-    "ACCEPTED", "Form", "to_table", "from_table", "encode_labels", "infer_n_classes", "labels_to_names",
-    "with_labels", "group_codes",
+    "ACCEPTED",
+    "Form",
+    "to_table",
+    "from_table",
+    "encode_labels",
+    "infer_n_classes",
+    "labels_to_names",
+    "with_labels",
+    "group_codes",
 ]
 
 #: The input types every step accepts, for TypeErrors.
@@ -57,8 +64,10 @@ def _array(X: Any, what: str) -> np.ndarray:
     if arr.dtype.kind == "c":
         raise ValueError(f"Complex data not supported: {what} must hold real probabilities")
     if arr.ndim == 2 and arr.shape[1] < 2:
-        raise ValueError(f"{what} has {arr.shape[1]} feature(s) (shape={arr.shape}) while a minimum of 2 is "
-                         "required: probabilities of at least 2 classes")
+        raise ValueError(
+            f"{what} has {arr.shape[1]} feature(s) (shape={arr.shape}) while a minimum of 2 is "
+            "required: probabilities of at least 2 classes"
+        )
     if arr.dtype == object or arr.dtype.kind not in "biuf":
         try:
             arr = arr.astype(np.float64)
@@ -120,8 +129,10 @@ def to_table(
         return table, Form("frame", index=X.index, synthetic_id=synthetic)
     if hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse"):
         raise TypeError(f"{what}: sparse input is not supported (probabilities are dense); give {ACCEPTED}")
-    if isinstance(X, (str, bytes, dict, set)) or X is None or not (
-        isinstance(X, (np.ndarray, list, tuple)) or hasattr(X, "__array__")
+    if (
+        isinstance(X, (str, bytes, dict, set))
+        or X is None
+        or not (isinstance(X, (np.ndarray, list, tuple)) or hasattr(X, "__array__"))
     ):
         raise TypeError(f"{what} must be {ACCEPTED}; got {type(X).__name__}")
     arr = _array(X, what)
@@ -130,13 +141,20 @@ def to_table(
     if n == 0:
         raise ValueError(f"{what} has no rows")
     # Row positions are the ids: unique by construction, so only the probabilities need checking.
-    table = PredictionTable(pd.DataFrame({ID: np.arange(n)}), probs, [str(c) for c in range(k)],
-                            [str(i) for i in range(m)], source=f"<array {what}>", validate=False)
+    table = PredictionTable(
+        pd.DataFrame({ID: np.arange(n)}),
+        probs,
+        [str(c) for c in range(k)],
+        [str(i) for i in range(m)],
+        source=f"<array {what}>",
+        validate=False,
+    )
     try:
         table._validate_probs(renormalize=renormalize, atol=DEFAULT_ATOL)
     except TableError as exc:
-        raise type(exc)(exc.reason, path=exc.path, column=_column_text(exc.column, kind, k, what),
-                        rows=exc.rows) from None
+        raise type(exc)(
+            exc.reason, path=exc.path, column=_column_text(exc.column, kind, k, what), rows=exc.rows
+        ) from None
     return table, Form("array", layout=kind)
 
 
@@ -229,7 +247,9 @@ def _classification_target(y: np.ndarray, what: str) -> None:
         raise LabelError(f"Unknown label type: {kind}; {what} must hold class labels")
 
 
-def labels_to_names(y: Any, table: PredictionTable, classes: Sequence[Any] | None, what: str = "y") -> np.ndarray:
+def labels_to_names(
+    y: Any, table: PredictionTable, classes: Sequence[Any] | np.ndarray | None, what: str = "y"
+) -> np.ndarray:
     """Class names of the table for labels ``y``: values of ``classes`` (arrays), or the names themselves."""
     y = _check_y(y, len(table), what)
     names = np.asarray(table.classes, dtype=object)
@@ -242,8 +262,11 @@ def labels_to_names(y: Any, table: PredictionTable, classes: Sequence[Any] | Non
     bad = codes < 0
     if bad.any():
         rows = np.flatnonzero(bad)
-        raise LabelError(f"{what} has labels outside the classes {list(classes if classes is not None else names)}: "
-                         f"{sorted({str(v) for v in y[rows[:5]]})}", rows=rows)
+        raise LabelError(
+            f"{what} has labels outside the classes {list(classes if classes is not None else names)}: "
+            f"{sorted({str(v) for v in y[rows[:5]]})}",
+            rows=rows,
+        )
     return names[codes]
 
 
@@ -263,4 +286,3 @@ def group_codes(groups: Any, n: int, what: str = "groups") -> tuple[np.ndarray, 
         raise SchemaError(f"{what} has missing values", rows=np.flatnonzero(pd.isna(g)))
     codes, values = pd.factorize(pd.Series(g), sort=True)
     return codes.astype(np.int64), list(values)
-

@@ -22,8 +22,15 @@ import numpy as np
 
 from stacker.errors import ConfigError
 
-__all__ = ["fit_member_folds", "run_tasks", "effective_n_jobs", "plan_fits", "member_tasks", "fits_jointly",
-           "task_seed"]
+__all__ = [
+    "fit_member_folds",
+    "run_tasks",
+    "effective_n_jobs",
+    "plan_fits",
+    "member_tasks",
+    "fits_jointly",
+    "task_seed",
+]
 
 
 def _limit_threads(family: str):
@@ -124,8 +131,9 @@ def run_tasks(
 
         # batch_size=1 and pre_dispatch=n_jobs: a task is taken from the iterator only when a
         # worker frees, so the planner's decision uses the clock and calibration of that moment.
-        par = Parallel(n_jobs=n_jobs, return_as="generator_unordered", max_nbytes="1M",
-                       batch_size=1, pre_dispatch="n_jobs")
+        par = Parallel(
+            n_jobs=n_jobs, return_as="generator_unordered", max_nbytes="1M", batch_size=1, pre_dispatch="n_jobs"
+        )
         yield from par(delayed(_call)(key, fn, kw, shared) for key, kw in tasks)
 
 
@@ -173,7 +181,7 @@ def fits_jointly(family: str) -> bool:
 
     module, name = FAMILIES[family]  # the module alone: Keras itself is imported by the workers
     cls = getattr(importlib.import_module(module), name)
-    return getattr(cls.fit_many, "__func__", None) is not MetaModel.fit_many.__func__
+    return getattr(cls.fit_many, "__func__", None) is not getattr(MetaModel.fit_many, "__func__", None)
 
 
 def task_seed(member_seed: int, fold: int) -> int:
@@ -181,9 +189,17 @@ def task_seed(member_seed: int, fold: int) -> int:
     return int(np.random.default_rng([member_seed, fold]).integers(2**31 - 1))
 
 
-def plan_fits(members: Sequence[Any], kwargs: Sequence[dict[str, Any]], train_rows: Sequence[np.ndarray],
-              n_features: int, n_classes: int, n_models: int, n_jobs: int | None, time_limit: float | None,
-              started: float):
+def plan_fits(
+    members: Sequence[Any],
+    kwargs: Sequence[dict[str, Any]],
+    train_rows: Sequence[np.ndarray],
+    n_features: int,
+    n_classes: int,
+    n_models: int,
+    n_jobs: int | None,
+    time_limit: float | None,
+    started: float,
+):
     """The :class:`~stacker.planner.Planner` of a Blend's (member, folds) tasks.
 
     Without a budget: a family that trains a member's fold models together (the Keras MLP batches
@@ -203,16 +219,28 @@ def plan_fits(members: Sequence[Any], kwargs: Sequence[dict[str, Any]], train_ro
     order += [(mi, [f]) for f in range(n_folds) for mi in by_cost if members[mi].family not in joint]
     return Planner(
         [(m.name, m.family, kwargs[i], tasks[i]) for i, m in enumerate(members)],
-        cost, effective_n_jobs(n_jobs), time_limit, order=order, n_folds=n_folds, start=started,
+        cost,
+        effective_n_jobs(n_jobs),
+        time_limit,
+        order=order,
+        n_folds=n_folds,
+        start=started,
     )
 
 
-def member_tasks(planner: Any, members: Sequence[Any], train_rows: Sequence[np.ndarray],
-                 fold_rows: Sequence[np.ndarray]) -> Iterator[tuple[int, dict[str, Any]]]:
+def member_tasks(
+    planner: Any, members: Sequence[Any], train_rows: Sequence[np.ndarray], fold_rows: Sequence[np.ndarray]
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """The planner's tasks as :func:`fit_member_folds` arguments, handed out as workers free up."""
     while (t := planner.next_task()) is not None:
         m = members[t.member]
-        yield t.index, {
-            "family": m.family, "params": t.params, "seeds": [task_seed(m.seed, f) for f in t.folds],
-            "train": [train_rows[f] for f in t.folds], "valid": [fold_rows[f] for f in t.folds],
-        }
+        yield (
+            t.index,
+            {
+                "family": m.family,
+                "params": t.params,
+                "seeds": [task_seed(m.seed, f) for f in t.folds],
+                "train": [train_rows[f] for f in t.folds],
+                "valid": [fold_rows[f] for f in t.folds],
+            },
+        )

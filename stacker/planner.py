@@ -46,7 +46,12 @@ __all__ = ["CostModel", "Planner", "PlanTask", "Work", "FAMILY_GAIN", "check_tim
 #: geometric mean's out-of-fold log loss (0.1251) by pool 0.0248, selection 0.0169, XGBoost 0.0151,
 #: Keras 0.0102, LightGBM 0.0046, logistic 0.0034; the gains are those drops over the pool's.
 FAMILY_GAIN: dict[str, float] = {
-    "pool": 1.0, "selection": 0.68, "xgboost": 0.61, "keras": 0.41, "lightgbm": 0.19, "logistic": 0.14,
+    "pool": 1.0,
+    "selection": 0.68,
+    "xgboost": 0.61,
+    "keras": 0.41,
+    "lightgbm": 0.19,
+    "logistic": 0.14,
 }
 
 
@@ -76,14 +81,14 @@ class Work:
 # 20 members of `best` on 50,000 and 20,000 rows x 91 features x 10 classes); the online calibration
 # corrects them for the machine and the table at hand.
 _CONSTANTS: dict[str, float] = {
-    "xgboost": 1.07e-9,    # per training row x feature x class x round, depth 1-2
-    "lightgbm": 5.2e-9,    # per row x feature x class x round, 31-63 leaves
-    "keras": 1.3e-10,      # per row x weight x epoch, forward and backward, a member's folds batched
-    "keras_row": 3.2e-6,   # per row x epoch: the per-step overhead of the small batched matmuls
-    "logistic": 6.0e-9,    # per row x feature x class x L-BFGS iteration
-    "pool": 7.0e-10,       # per row x model x class x L-BFGS iteration
-    "selection": 1.4e-9,   # per row x model x class x greedy step
-    "combine": 2.5e-9,     # the Blend's weight search: per row x member x step x (folds + 1)
+    "xgboost": 1.07e-9,  # per training row x feature x class x round, depth 1-2
+    "lightgbm": 5.2e-9,  # per row x feature x class x round, 31-63 leaves
+    "keras": 1.3e-10,  # per row x weight x epoch, forward and backward, a member's folds batched
+    "keras_row": 3.2e-6,  # per row x epoch: the per-step overhead of the small batched matmuls
+    "logistic": 6.0e-9,  # per row x feature x class x L-BFGS iteration
+    "pool": 7.0e-10,  # per row x model x class x L-BFGS iteration
+    "selection": 1.4e-9,  # per row x model x class x greedy step
+    "combine": 2.5e-9,  # the Blend's weight search: per row x member x step x (folds + 1)
 }
 _ROW_REF = 40_000
 _ROW_EXPONENT = {"xgboost": 1.15, "lightgbm": 0.7, "keras": 1.15, "pool": 0.9}
@@ -349,6 +354,7 @@ class Planner:
         # A margin for the estimate's error on this member's longest task, so that one long fit admitted
         # late does not run far past the budget; wider while the family has no finished task to calibrate on.
         margin = MARGIN if self.cost.observed(m.family) else MARGIN_UNSEEN
+        assert self.time_limit is not None  # only asked under a budget
         deadline = self.t0 + self.time_limit - self._reserve(n_admitted + 1) - margin * max(seconds)
         return end <= deadline, end
 
@@ -378,8 +384,10 @@ class Planner:
             ok, end = self._fits(slots, mi, len(self.admitted))
             if not ok and not self.admitted:
                 # Too small a budget for anything: fit the cheapest member and say so.
-                cheapest = min([mi, *self._undecided], key=lambda j: sum(
-                    self._expected(self.members[j], f) for f in self.members[j].tasks))
+                cheapest = min(
+                    [mi, *self._undecided],
+                    key=lambda j: sum(self._expected(self.members[j], f) for f in self.members[j].tasks),
+                )
                 if cheapest != mi:
                     self._undecided.append(mi)
                     self._undecided.remove(cheapest)
@@ -391,9 +399,11 @@ class Planner:
                 for folds in self.members[mi].tasks:
                     self._enqueue(mi, folds)
                 return
-            self.skipped[mi] = (f"expected to end {end - self.t0:.0f} s into the budget of "
-                                f"{self.time_limit:g} s (with {self._reserve(len(self.admitted) + 1):.1f} s "
-                                f"kept for combining)")
+            self.skipped[mi] = (
+                f"expected to end {end - self.t0:.0f} s into the budget of "
+                f"{self.time_limit:g} s (with {self._reserve(len(self.admitted) + 1):.1f} s "
+                f"kept for combining)"
+            )
 
     def _drop_late(self, now: float) -> None:
         """Drop the admitted members whose queued folds are now expected to end past the grace deadline.
@@ -402,7 +412,7 @@ class Planner:
         no other member would be left whole, the earliest admitted one is kept
         and finished (its overrun is reported).
         """
-        if not self._queue:
+        if not self._queue or self.time_limit is None:
             return
         slots = self._slots(now)
         ends: dict[int, float] = {}
@@ -416,8 +426,10 @@ class Planner:
         if all(mi in late for mi in self.admitted):
             keep = min(late, key=self.admitted.index)
         for mi in late - {keep}:
-            self.dropped[mi] = (f"its remaining folds were expected to end more than {GRACE - 1:.0%} past the "
-                                f"budget of {self.time_limit:g} s; its finished folds were discarded")
+            self.dropped[mi] = (
+                f"its remaining folds were expected to end more than {GRACE - 1:.0%} past the "
+                f"budget of {self.time_limit:g} s; its finished folds were discarded"
+            )
         self._queue = [t for t in self._queue if t.member not in late or t.member == keep]
 
     def task(self, index: int) -> PlanTask:
@@ -444,16 +456,23 @@ class Planner:
             self._done.setdefault(task.member, set()).add(task.index)
             if self.time_limit is not None and now > self.t0 + self.time_limit:
                 m = self.members[task.member]
-                self.overruns.append({"member": m.name, "folds": task.folds, "seconds": round(now - start, 3),
-                                      "expected": round(task.expected, 3),
-                                      "past_budget": round(now - self.t0 - self.time_limit, 3)})
+                self.overruns.append(
+                    {
+                        "member": m.name,
+                        "folds": task.folds,
+                        "seconds": round(now - start, 3),
+                        "expected": round(task.expected, 3),
+                        "past_budget": round(now - self.t0 - self.time_limit, 3),
+                    }
+                )
 
     # ------------------------------------------------------------------ outcome
     def complete(self, mi: int) -> bool:
         """Whether every task of member ``mi`` was admitted, not dropped, and has finished."""
         tasks = self._member_tasks.get(mi, [])
-        return (mi in self.admitted and mi not in self.dropped and bool(tasks)
-                and len(self._done.get(mi, ())) == len(tasks))
+        return (
+            mi in self.admitted and mi not in self.dropped and bool(tasks) and len(self._done.get(mi, ())) == len(tasks)
+        )
 
     def forecast(self) -> tuple[int, float]:
         """``(member-folds expected to be fitted in all, seconds from now to the expected end)``."""
@@ -474,13 +493,24 @@ class Planner:
     def summary(self) -> dict[str, Any]:
         """What was fitted, skipped (and why), overruns and the cost corrections: JSON-able."""
         names = [m.name for m in self.members]
-        skipped = [{"name": names[mi], "family": self.members[mi].family, "reason": r,
-                    "expected_seconds": round(sum(self._expected(self.members[mi], f)
-                                                  for f in self.members[mi].tasks), 3)}
-                   for mi, r in sorted({**self.skipped, **self.dropped}.items())]
+        skipped = [
+            {
+                "name": names[mi],
+                "family": self.members[mi].family,
+                "reason": r,
+                "expected_seconds": round(sum(self._expected(self.members[mi], f) for f in self.members[mi].tasks), 3),
+            }
+            for mi, r in sorted({**self.skipped, **self.dropped}.items())
+        ]
         for mi in self._undecided:  # never considered (the run stopped first)
-            skipped.append({"name": names[mi], "family": self.members[mi].family,
-                            "reason": "not considered: the fit stopped first", "expected_seconds": None})
+            skipped.append(
+                {
+                    "name": names[mi],
+                    "family": self.members[mi].family,
+                    "reason": "not considered: the fit stopped first",
+                    "expected_seconds": None,
+                }
+            )
         return {
             "time_limit": self.time_limit,
             "seconds": round(self.elapsed(), 3),

@@ -54,7 +54,9 @@ def deployed_step(name: str | None, table: PredictionTable, by: str | None = "au
     return step, group if step is not None else None
 
 
-def apply_postprocess(name: str | None, table: PredictionTable, by: str | None = "auto") -> tuple[PredictionTable, np.ndarray]:
+def apply_postprocess(
+    name: str | None, table: PredictionTable, by: str | None = "auto"
+) -> tuple[PredictionTable, np.ndarray]:
     """``(one-model output table, class index per row)`` of the deployed post-processing of ``table``.
 
     ``"none"`` keeps the probabilities (averaged over models) and their argmax.

@@ -271,6 +271,7 @@ class Recipe:
         members = []
         for fam in self.families:
             for i in range(fam.count):
+
                 def rng(key: str, _f=fam.family, _i=i) -> np.random.Generator:
                     return np.random.default_rng([int(seed) % (2**32), _crc(_f), _i, _crc(key)])
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stacker.files import atomic_path
 from stacker.errors import ConfigError
+from stacker.files import atomic_path
 from stacker.table import ID, VIEW, PredictionTable
 
 __all__ = ["parse_columns", "write_submission"]
@@ -39,13 +39,16 @@ def write_submission(
 
     where = source or table.source or "the table"
     if VIEW in table.meta.columns and table.meta[VIEW].nunique() > 1:
-        raise ConfigError(f"{where} has several views per image; aggregate them first (stacker aggregate, "
-                          "or a recipe's tta_power)")
+        raise ConfigError(
+            f"{where} has several views per image; aggregate them first (stacker aggregate, or a recipe's tta_power)"
+        )
     ids = table.meta[ID].astype(str)
     dup = ids.duplicated(keep=False).to_numpy()
     if dup.any():
-        raise ConfigError(f"{where}: ids {ids[dup].head(3).tolist()} appear on several rows (e.g. manipulated and "
-                          "unaltered variants); a submission needs one row per id")
+        raise ConfigError(
+            f"{where}: ids {ids[dup].head(3).tolist()} appear on several rows (e.g. manipulated and "
+            "unaltered variants); a submission needs one row per id"
+        )
     names = np.asarray(table.classes, dtype=object)[np.asarray(assigned, dtype=np.int64)]
     frame = pd.DataFrame({columns[0]: ids.to_numpy(), columns[1]: names})
     target = Path(path)

@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stacker.files import atomic_path
 from stacker.errors import (
     ConfigError,
     DuplicateKeyError,
@@ -49,6 +48,7 @@ from stacker.errors import (
     SchemaError,
     TableReadError,
 )
+from stacker.files import atomic_path
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -91,7 +91,7 @@ def prob_column(model: str, cls: str) -> str:
     return f"{model}{SEP}{cls}"
 
 
-def _first_rows(mask: np.ndarray) -> np.ndarray:
+def _first_rows(mask: Any) -> np.ndarray:
     return np.flatnonzero(mask)[:5]
 
 
@@ -169,9 +169,7 @@ class PredictionTable:
             dup = sorted({c for c in cols if cols.count(c) > 1})
             raise SchemaError(f"duplicate column names {dup}", path=source, column=dup[0])
         if ID not in cols:
-            raise SchemaError(
-                f"required column {ID!r} is missing (columns: {cols[:8]}...)", path=source, column=ID
-            )
+            raise SchemaError(f"required column {ID!r} is missing (columns: {cols[:8]}...)", path=source, column=ID)
         prob_cols: dict[str, dict[str, str]] = {}  # model -> class -> column
         class_order: list[str] = []
         for c in cols:
@@ -236,18 +234,14 @@ class PredictionTable:
                 )
         names = [prob_cols[m][k] for m in models for k in classes]
         for name in names:
-            if not (
-                pd.api.types.is_numeric_dtype(frame[name]) and not pd.api.types.is_bool_dtype(frame[name])
-            ):
+            if not (pd.api.types.is_numeric_dtype(frame[name]) and not pd.api.types.is_bool_dtype(frame[name])):
                 raise SchemaError(
                     f"probability column has non-numeric dtype {frame[name].dtype}", path=source, column=name
                 )
         values = frame[names].to_numpy(dtype=np.float64, na_value=np.nan)
         probs = values.reshape(len(frame), len(models), len(classes))
         meta = frame[[c for c in META_COLUMNS if c in frame.columns]].copy()
-        return cls(
-            meta, probs, classes, models, source=source, renormalize=renormalize, atol=atol, validate=True
-        )
+        return cls(meta, probs, classes, models, source=source, renormalize=renormalize, atol=atol, validate=True)
 
     @classmethod
     def from_arrays(
@@ -305,8 +299,7 @@ class PredictionTable:
             raise EmptyTableError("the table has no rows", path=src)
         if self.probs.ndim != 3 or self.probs.shape != (n, len(self.models), len(self.classes)):
             raise SchemaError(
-                f"probabilities have shape {self.probs.shape}, expected "
-                f"({n}, {len(self.models)}, {len(self.classes)})",
+                f"probabilities have shape {self.probs.shape}, expected ({n}, {len(self.models)}, {len(self.classes)})",
                 path=src,
             )
         if len(set(self.classes)) != len(self.classes):
@@ -343,7 +336,7 @@ class PredictionTable:
                     rows=rows,
                     ids=self._ids_at(rows),
                 )
-            meta[LABEL] = pd.Series(np.where(known, strs, None), dtype=object)
+            meta[LABEL] = pd.Series([v if k else None for v, k in zip(strs, known)], dtype=object)
         if MANIP in meta.columns:
             m = pd.to_numeric(meta[MANIP], errors="coerce")
             bad = ~m.isin([0, 1]).to_numpy()
@@ -398,8 +391,12 @@ class PredictionTable:
             sums = block.sum(axis=1)
             # One pass for the minimum and one for the sums decide the common case (NaN and inf make
             # the sum non-finite); the element-wise scans below run only to name the offenders.
-            if (len(block) and block.min() >= 0 and np.isfinite(sums).all()
-                    and (renormalize and (sums > 0).all() or not renormalize and (np.abs(sums - 1.0) <= atol).all())):
+            if (
+                len(block)
+                and block.min() >= 0
+                and np.isfinite(sums).all()
+                and (renormalize and (sums > 0).all() or not renormalize and (np.abs(sums - 1.0) <= atol).all())
+            ):
                 if renormalize:
                     p[:, mi, :] = block / sums[:, None]
                 continue
@@ -565,9 +562,7 @@ class PredictionTable:
 
     def to_frame(self) -> pd.DataFrame:
         """The wide DataFrame in the schema: meta columns then ``<model>/<class>``."""
-        wide = pd.DataFrame(
-            self.probs.reshape(len(self), -1), columns=self.columns(), index=self.meta.index
-        )
+        wide = pd.DataFrame(self.probs.reshape(len(self), -1), columns=self.columns(), index=self.meta.index)
         return pd.concat([self.meta, wide], axis=1)
 
     def metadata(self) -> dict[str, Any]:
@@ -701,11 +696,11 @@ def _read_csv(path: Path, source: str, renormalize: bool, atol: float) -> Predic
         cols = [str(c) for c in header.columns]
         probs = [c for c in cols if SEP in c]
         na = {c: ([""] if c not in probs else ["", "nan", "NaN", "NA", "null"]) for c in cols}
-        frame = pd.read_csv(path, dtype={c: str for c in cols if c not in probs}, keep_default_na=False,
-                            na_values=na)
+        frame = pd.read_csv(path, dtype={c: str for c in cols if c not in probs}, keep_default_na=False, na_values=na)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, OSError) as exc:
-        raise TableReadError(f"not a readable CSV file ({str(exc).splitlines()[0] if str(exc) else exc!r})",
-                             path=source) from None
+        raise TableReadError(
+            f"not a readable CSV file ({str(exc).splitlines()[0] if str(exc) else exc!r})", path=source
+        ) from None
     if ID in frame.columns:
         ids = frame[ID]
         # Integer ids stay integers (as parquet keeps them); "007" and names stay strings.
@@ -714,8 +709,15 @@ def _read_csv(path: Path, source: str, renormalize: bool, atol: float) -> Predic
     return PredictionTable.from_frame(frame, source=source, renormalize=renormalize, atol=atol)
 
 
-def _read_numpy(path: Path, kind: str, source: str, renormalize: bool, atol: float,
-                classes: Sequence[str] | None, models: Sequence[str] | None) -> PredictionTable:
+def _read_numpy(
+    path: Path,
+    kind: str,
+    source: str,
+    renormalize: bool,
+    atol: float,
+    classes: Sequence[str] | None,
+    models: Sequence[str] | None,
+) -> PredictionTable:
     try:
         loaded = np.load(path, allow_pickle=False)
         if kind == "npz":
@@ -724,21 +726,29 @@ def _read_numpy(path: Path, kind: str, source: str, renormalize: bool, atol: flo
         else:
             arrays = {"probs": loaded}
     except ValueError as exc:
-        reason = ("it holds Python objects, which stacker never unpickles; save strings as NumPy strings "
-                  "(np.array(names, dtype=str))") if "pickle" in str(exc) else str(exc)
+        reason = (
+            (
+                "it holds Python objects, which stacker never unpickles; save strings as NumPy strings "
+                "(np.array(names, dtype=str))"
+            )
+            if "pickle" in str(exc)
+            else str(exc)
+        )
         raise TableReadError(f"not a readable {kind} file: {reason}", path=source) from None
     except (OSError, EOFError) as exc:
         raise TableReadError(f"not a readable {kind} file, or truncated ({exc})", path=source) from None
     unknown = sorted(set(arrays) - set(NPZ_KEYS))
     if unknown:
-        raise SchemaError(f"unknown arrays {unknown}; a .npz table holds {list(NPZ_KEYS)}", path=source,
-                          column=unknown[0])
+        raise SchemaError(
+            f"unknown arrays {unknown}; a .npz table holds {list(NPZ_KEYS)}", path=source, column=unknown[0]
+        )
     if "probs" not in arrays:
         raise SchemaError("no 'probs' array", path=source, column="probs")
     probs = arrays["probs"]
     if probs.dtype.kind not in "biuf" or probs.ndim not in (2, 3):
-        raise SchemaError(f"'probs' must be a 2-d or 3-d numeric array, got {probs.dtype} {probs.shape}",
-                          path=source, column="probs")
+        raise SchemaError(
+            f"'probs' must be a 2-d or 3-d numeric array, got {probs.dtype} {probs.shape}", path=source, column="probs"
+        )
 
     def names(key: str, given: Sequence[str] | None, default: list[str] | None) -> list[str]:
         if given is not None:
@@ -748,9 +758,12 @@ def _read_numpy(path: Path, kind: str, source: str, renormalize: bool, atol: flo
                 raise SchemaError(f"'{key}' must be a 1-d array of names", path=source, column=key)
             return [str(v) for v in arrays[key].tolist()]
         if default is None:
-            raise SchemaError(f"no class names: a {kind} file needs {'a classes array' if kind == 'npz' else ''}"
-                              f"{' or ' if kind == 'npz' else ''}read_table(path, classes=[...])",
-                              path=source, column=key)
+            raise SchemaError(
+                f"no class names: a {kind} file needs {'a classes array' if kind == 'npz' else ''}"
+                f"{' or ' if kind == 'npz' else ''}read_table(path, classes=[...])",
+                path=source,
+                column=key,
+            )
         return default
 
     m = 1 if probs.ndim == 2 else probs.shape[1]
@@ -763,24 +776,34 @@ def _read_numpy(path: Path, kind: str, source: str, renormalize: bool, atol: flo
             return None
         v = arrays[key]
         if v.ndim != 1 or len(v) != n:
-            raise SchemaError(f"'{key}' must be a 1-d array of {n} values, got shape {v.shape}", path=source,
-                              column=key)
+            raise SchemaError(
+                f"'{key}' must be a 1-d array of {n} values, got shape {v.shape}", path=source, column=key
+            )
         return v
 
     ids = column("ids")
-    labels = column("labels")
-    if labels is not None:
-        labels = [None if str(v) == "" else str(v) for v in labels.tolist()]
+    raw_labels = column("labels")
+    labels = None if raw_labels is None else [None if str(v) == "" else str(v) for v in raw_labels.tolist()]
     folds = column("folds")
     if folds is not None:
-        folds = pd.array([None if f < 0 else int(f) for f in folds.tolist()], dtype="Int64") \
-            if folds.dtype.kind in "iu" else folds
+        folds = (
+            pd.array([None if f < 0 else int(f) for f in folds.tolist()], dtype="Int64")
+            if folds.dtype.kind in "iu"
+            else folds
+        )
     return PredictionTable.from_arrays(
-        ids=np.arange(n) if ids is None else ids.tolist(), probs=probs, classes=class_names, models=model_names,
-        labels=labels, folds=folds, manip=column("manip"),
+        ids=np.arange(n) if ids is None else ids.tolist(),
+        probs=probs,
+        classes=class_names,
+        models=model_names,
+        labels=labels,
+        folds=folds,
+        manip=column("manip"),
         manip_kind=None if column("manip_kind") is None else [str(v) for v in arrays["manip_kind"].tolist()],
         views=None if column("views") is None else [str(v) for v in arrays["views"].tolist()],
-        source=source, renormalize=renormalize, atol=atol,
+        source=source,
+        renormalize=renormalize,
+        atol=atol,
     )
 
 

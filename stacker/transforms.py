@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from stacker.aggregate import power_mean
 from stacker.aggregate import aggregate_views as _aggregate_views
+from stacker.aggregate import power_mean
 from stacker.base import Transform, register
 from stacker.equalize import QuotaSpec, _Equalizer, _per_class
 from stacker.errors import ConfigError, LabelError, ProbabilityError
@@ -32,7 +32,6 @@ from stacker.inputs import to_table
 from stacker.table import FOLD, PROB_FLOOR, PredictionTable
 
 __all__ = ["PowerMean", "PriorShift", "TemperatureScaling", "SinkhornEqualizer", "em_prior"]
-
 
 
 def _renorm(x: np.ndarray) -> np.ndarray:
@@ -119,7 +118,7 @@ def em_prior(
     src = np.asarray(source_prior, dtype=np.float64)
     prior = src.copy()
     post = P
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 - the count is returned
         post = _renorm(P * (prior / src))
         new = post.mean(axis=0)
         if np.abs(new - prior).max() < tol:
@@ -227,7 +226,8 @@ class PriorShift(Transform):
             zero = out[:, m, :].sum(axis=1) <= 0
             if zero.any():
                 raise ProbabilityError(
-                    "rows with no probability left after the prior shift", path=table.source,
+                    "rows with no probability left after the prior shift",
+                    path=table.source,
                     rows=np.flatnonzero(zero),
                 )
         return out, priors
@@ -298,8 +298,9 @@ class TemperatureScaling(Transform):
     @staticmethod
     def _labelled(table: PredictionTable) -> np.ndarray:
         if not table.has_labels:
-            raise LabelError("temperature scaling needs labels to fit (y, or a label column)", path=table.source,
-                             column="label")
+            raise LabelError(
+                "temperature scaling needs labels to fit (y, or a label column)", path=table.source, column="label"
+            )
         return table.y
 
     def _fit_table(self, table: PredictionTable) -> None:
@@ -431,12 +432,13 @@ class SinkhornEqualizer(_Equalizer):
             raise ConfigError(f"quota proportions sum to {values.sum():g}, not 1")
         return values * n
 
-    def _equalize(self, P: np.ndarray, classes: Sequence[str], group: str,
-                  output: bool) -> tuple[np.ndarray, np.ndarray | None, Any]:
+    def _equalize(
+        self, P: np.ndarray, classes: Sequence[str], group: str, output: bool
+    ) -> tuple[np.ndarray, np.ndarray | None, Any]:
         targets = self._targets(len(P), classes, group)
         starved = (P.sum(axis=0) <= 0) & (targets > 0)
         if starved.any():
-            bad = [classes[i] for i in np.flatnonzero(starved)]
+            bad = [classes[int(i)] for i in np.flatnonzero(starved)]
             raise ConfigError(f"classes {bad} have zero probability everywhere in {group} but a positive quota")
         scaled, n_iter = sinkhorn(P, targets, max_iter=self.max_iter, tol=self.tol)
         return np.argmax(scaled, axis=1), scaled, n_iter

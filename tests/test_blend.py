@@ -10,8 +10,8 @@ import pytest
 
 from conftest import make_table
 from stacker import Blend
-from stacker.blend import class_sample_weights
 from stacker.apps.cli import main
+from stacker.blend import class_sample_weights
 from stacker.errors import BundleError, ConfigError, LabelError, NotFittedError
 from stacker.recipe import Recipe
 from stacker.table import read_table, write_table
@@ -20,8 +20,13 @@ TINY = {
     "name": "tiny",
     "families": {
         "xgboost": {"count": 1, "max_depth": [1, 2], "n_estimators": 20, "early_stopping_rounds": 5},
-        "lightgbm": {"count": 1, "num_leaves": 7, "n_estimators": 20, "min_data_in_leaf": 5,
-                     "early_stopping_rounds": 5},
+        "lightgbm": {
+            "count": 1,
+            "num_leaves": 7,
+            "n_estimators": 20,
+            "min_data_in_leaf": 5,
+            "early_stopping_rounds": 5,
+        },
         "pool": {"count": 1},
         "selection": {"count": 1},
     },
@@ -92,12 +97,23 @@ def test_keras_members_train_their_folds_together_as_their_own_fits(table):
     """A Keras member is one task over all folds (a batched network); each fold model is the
     model a standalone fit on that fold's rows with that fold's seed gives, in any process."""
     pytest.importorskip("keras")
-    from stacker.parallel import task_seed as _task_seed
     from stacker.features import FeatureSpec
     from stacker.metamodels import KerasMLPClassifier
+    from stacker.parallel import task_seed as _task_seed
 
-    recipe = {"families": {"keras": {"count": 2, "units": 8, "n_layers": 1, "dropout": 0.2,
-                                     "batch_size": 64, "epochs": 6, "patience": 2}}}
+    recipe = {
+        "families": {
+            "keras": {
+                "count": 2,
+                "units": 8,
+                "n_layers": 1,
+                "dropout": 0.2,
+                "batch_size": 64,
+                "epochs": 6,
+                "patience": 2,
+            }
+        }
+    }
     a = Blend(recipe, n_folds=3, seed=3, n_jobs=1, combine="mean").fit(table)
     b = Blend(recipe, n_folds=3, seed=3, n_jobs=2, combine="mean").fit(table)
     np.testing.assert_array_equal(a.member_oof_, b.member_oof_)
@@ -120,8 +136,7 @@ def test_class_weights_become_sample_weights(table):
     bal = class_sample_weights("balanced", y[rows], table.classes)
     assert bal[0] * 5 == pytest.approx(bal[-1] * (y == 1).sum())
     a = Blend({"families": {"pool": {"count": 1}}}, n_folds=3, n_jobs=1).fit(table)
-    b = Blend({"families": {"pool": {"count": 1}}}, n_folds=3, n_jobs=1,
-              class_weight={"LG-Nexus-5x": 50.0}).fit(table)
+    b = Blend({"families": {"pool": {"count": 1}}}, n_folds=3, n_jobs=1, class_weight={"LG-Nexus-5x": 50.0}).fit(table)
     assert b.oof_.probs[:, 0, lg].mean() > a.oof_.probs[:, 0, lg].mean()
 
 
@@ -242,15 +257,18 @@ def test_load_refuses_missing_or_tampered_bundles(fitted, tmp_path):
         Blend.load(path)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda st: st["weights"].__setitem__(0, float("nan")), r"weights\[0\]' is nan"),
-    (lambda st: st["weights"].__setitem__(0, -0.5), r"weights\[0\]' is -0.5"),
-    (lambda st: st["weights"].__setitem__(0, st["weights"][0] + 0.25), "sums to"),
-    (lambda st: st["weights"].pop(), "one weight per member"),
-    (lambda st: st["members"][0]["files"][0].update(fold=10**9), r"fold' is 1000000000, not a fold index 0..2"),
-    (lambda st: st["members"][0]["files"][0].update(model="../../x.json"), "outside the bundle"),
-    (lambda st: st["params"].update(n_folds=10**9), "n_folds"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda st: st["weights"].__setitem__(0, float("nan")), r"weights\[0\]' is nan"),
+        (lambda st: st["weights"].__setitem__(0, -0.5), r"weights\[0\]' is -0.5"),
+        (lambda st: st["weights"].__setitem__(0, st["weights"][0] + 0.25), "sums to"),
+        (lambda st: st["weights"].pop(), "one weight per member"),
+        (lambda st: st["members"][0]["files"][0].update(fold=10**9), r"fold' is 1000000000, not a fold index 0..2"),
+        (lambda st: st["members"][0]["files"][0].update(model="../../x.json"), "outside the bundle"),
+        (lambda st: st["params"].update(n_folds=10**9), "n_folds"),
+    ],
+)
 def test_load_refuses_re_signed_manifests_with_impossible_values(fitted, tmp_path, edit, message):
     """An edited manifest signed again is caught by its values: nothing NaN, no 8 GB fold list."""
     from test_chain import resign
@@ -292,9 +310,27 @@ def test_cli_fit_and_predict(tmp_path, capsys, table):
     recipe = tmp_path / "tiny.toml"
     recipe.write_text(Recipe.from_dict(TINY).to_toml())
     bundle = tmp_path / "bundle"
-    rc = main(["fit", str(holdout), "-o", str(bundle), "-r", str(recipe), "-k", "3", "--seed", "1",
-               "-j", "1", "--class-weight", '{"LG-Nexus-5x": 2}', "--oof", str(tmp_path / "oof.parquet"),
-               "--no-progress"])
+    rc = main(
+        [
+            "fit",
+            str(holdout),
+            "-o",
+            str(bundle),
+            "-r",
+            str(recipe),
+            "-k",
+            "3",
+            "--seed",
+            "1",
+            "-j",
+            "1",
+            "--class-weight",
+            '{"LG-Nexus-5x": 2}',
+            "--oof",
+            str(tmp_path / "oof.parquet"),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "out-of-fold all" in out and "wrote bundle" in out

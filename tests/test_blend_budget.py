@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
+from test_blend import TINY
 
 from conftest import make_table
-from test_blend import TINY
 from stacker import Blend
 from stacker.apps.cli import main
 from stacker.errors import ConfigError
@@ -17,8 +17,11 @@ from stacker.recipe import Recipe, get_recipe
 from stacker.table import PredictionTable, write_table
 
 # test_blend's tiny recipe with a second XGBoost member
-RECIPE = {**TINY, "name": "budgeted",
-          "families": {**TINY["families"], "xgboost": {**TINY["families"]["xgboost"], "count": 2}}}
+RECIPE = {
+    **TINY,
+    "name": "budgeted",
+    "families": {**TINY["families"], "xgboost": {**TINY["families"]["xgboost"], "count": 2}},
+}
 
 
 @pytest.fixture(scope="module")
@@ -153,18 +156,64 @@ def test_cli_time_limit(tmp_path, capsys, table, slow_trees):
     recipe = tmp_path / "r.toml"
     recipe.write_text(Recipe.from_dict(RECIPE).to_toml())
     for bad in ("0", "-5", "nan", "soon"):
-        assert main(["fit", str(holdout), "-o", str(tmp_path / "b"), "-r", str(recipe), "-k", "3",
-                     "--time-limit", bad, "--no-progress"]) == 2
+        assert (
+            main(
+                [
+                    "fit",
+                    str(holdout),
+                    "-o",
+                    str(tmp_path / "b"),
+                    "-r",
+                    str(recipe),
+                    "-k",
+                    "3",
+                    "--time-limit",
+                    bad,
+                    "--no-progress",
+                ]
+            )
+            == 2
+        )
         assert "time-limit" in capsys.readouterr().err.replace("time_limit", "time-limit")
     assert not (tmp_path / "b").exists()
-    rc = main(["fit", str(holdout), "-o", str(tmp_path / "b"), "-r", str(recipe), "-k", "3", "-j", "1",
-               "--time-limit", "60", "--no-progress"])
+    rc = main(
+        [
+            "fit",
+            str(holdout),
+            "-o",
+            str(tmp_path / "b"),
+            "-r",
+            str(recipe),
+            "-k",
+            "3",
+            "-j",
+            "1",
+            "--time-limit",
+            "60",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     line = capsys.readouterr().out.splitlines()[0]
     assert line.startswith("fitted 2 members (6 member-folds) on 150 rows, skipped 3,")
     assert "budget 60 s" in line and "out-of-fold accuracy" in line
-    rc = main(["fit", str(holdout), "-o", str(tmp_path / "b2"), "-r", str(recipe), "-k", "3", "-j", "1",
-               "--time-limit", "none", "--no-progress"])
+    rc = main(
+        [
+            "fit",
+            str(holdout),
+            "-o",
+            str(tmp_path / "b2"),
+            "-r",
+            str(recipe),
+            "-k",
+            "3",
+            "-j",
+            "1",
+            "--time-limit",
+            "none",
+            "--no-progress",
+        ]
+    )
     assert rc == 0 and "fitted 5 members" in capsys.readouterr().out
 
 
@@ -179,8 +228,12 @@ def test_default_stays_within_the_documented_quality_of_the_full_recipe(cifar_ta
     """
     rng = np.random.default_rng(0)
     rows = np.sort(rng.choice(len(cifar_table), 3000, replace=False))
-    sub = PredictionTable(cifar_table.meta.iloc[rows].reset_index(drop=True), cifar_table.probs[rows],
-                          cifar_table.classes, cifar_table.models)
+    sub = PredictionTable(
+        cifar_table.meta.iloc[rows].reset_index(drop=True),
+        cifar_table.probs[rows],
+        cifar_table.classes,
+        cifar_table.models,
+    )
     best = Blend("best", n_jobs=2).fit(sub).scores_["blend"]["all"]
     default = Blend("default", n_jobs=2, time_limit=20).fit(sub)
     d = default.scores_["blend"]["all"]

@@ -76,7 +76,7 @@ class _NativeStep(Transform):
         return self
 
     def transform(self, table):
-        p = table.probs ** self.power
+        p = table.probs**self.power
         return table.replace(probs=p / p.sum(axis=2, keepdims=True))
 
     def get_state(self, directory):
@@ -209,7 +209,9 @@ def test_power_mean_blend_hungarian_chain(tmp_path):
     blend_mod = pytest.importorskip("stacker.blend")
     holdout = make_table(n_images=200, views=("identity", "flip"), seed=11)
     test = make_table(n_images=100, views=("identity", "flip"), seed=12, labels=False, n_folds=None)
-    chain = Chain([PowerMean(p=0.0), blend_mod.Blend(recipe="fast", n_jobs=1, n_folds=3), HungarianEqualizer(by="manip")])
+    chain = Chain(
+        [PowerMean(p=0.0), blend_mod.Blend(recipe="fast", n_jobs=1, n_folds=3), HungarianEqualizer(by="manip")]
+    )
     oof = chain.fit_transform(holdout)
     assert oof.models == ("blend",) and len(oof) == 200
     out = chain.transform(test)

@@ -1,4 +1,5 @@
-"""Exact and greedy class-balanced assignment: oracle (scipy Hungarian on the expanded matrix), certificate, bad input."""
+"""Exact and greedy class-balanced assignment: scipy's Hungarian on the expanded matrix as oracle, certificate,
+bad input."""
 
 from __future__ import annotations
 
@@ -257,7 +258,13 @@ def test_bad_rows_in_large_inputs_are_found(jit, monkeypatch):
     n = 24_000
     P = rng.dirichlet(np.ones(4), size=n)
     q = np.full(4, n // 4)
-    cases = ((0, np.nan, "NaN"), (7, np.nan, "NaN"), (12_345, np.inf, "infinite"), (19_999, -0.5, "negative"), (n - 1, 0.0, "all-zero"))
+    cases = (
+        (0, np.nan, "NaN"),
+        (7, np.nan, "NaN"),
+        (12_345, np.inf, "infinite"),
+        (19_999, -0.5, "negative"),
+        (n - 1, 0.0, "all-zero"),
+    )
     for row, value, match in cases:
         bad = P.copy()
         bad[row] = value

@@ -62,8 +62,11 @@ def _steps():
 
 
 def _id(step) -> str:
-    return type(step).__name__ + ("-" + step.method if isinstance(step, GreedyEqualizer) else "") + (
-        "-given" if isinstance(step, PriorShift) and step.source_prior == "uniform" else "")
+    return (
+        type(step).__name__
+        + ("-" + step.method if isinstance(step, GreedyEqualizer) else "")
+        + ("-given" if isinstance(step, PriorShift) and step.source_prior == "uniform" else "")
+    )
 
 
 STEPS = _steps()
@@ -71,41 +74,78 @@ IDS = [_id(s) for s in STEPS]
 
 
 # ------------------------------------------------------------------ scikit-learn's checks
-_PROBS = ("the check feeds arbitrary real features; a step of probabilities refuses rows that do not sum to 1 "
-          "(ProbabilityError naming the columns and rows), which is the documented answer")
-_FLAT = ("the check's 2-d X is read as (N, M*K) probabilities of M models and K classes, and its column count is "
-         "not a multiple of the number of labels (LabelError), or its rows are not probabilities")
-_NEGATIVE = ("negative inputs are refused, with 'negative probabilities' and the column instead of scikit-learn's "
-             "'Negative values in data' wording")
+_PROBS = (
+    "the check feeds arbitrary real features; a step of probabilities refuses rows that do not sum to 1 "
+    "(ProbabilityError naming the columns and rows), which is the documented answer"
+)
+_FLAT = (
+    "the check's 2-d X is read as (N, M*K) probabilities of M models and K classes, and its column count is "
+    "not a multiple of the number of labels (LabelError), or its rows are not probabilities"
+)
+_NEGATIVE = (
+    "negative inputs are refused, with 'negative probabilities' and the column instead of scikit-learn's "
+    "'Negative values in data' wording"
+)
 _ONE_LABEL = "an equalizer reads y only to name the classes; one label is not an error for a transductive step"
 _REGRESSION = "X is checked before y, so the continuous target's 'Unknown label type' is not the error raised"
 _SHARED = (
-    "check_dict_unchanged", "check_dont_overwrite_parameters", "check_f_contiguous_array_estimator",
-    "check_fit2d_predict1d", "check_fit_check_is_fitted", "check_fit_idempotent", "check_fit_score_takes_y",
-    "check_methods_sample_order_invariance", "check_methods_subset_invariance", "check_n_features_in",
+    "check_dict_unchanged",
+    "check_dont_overwrite_parameters",
+    "check_f_contiguous_array_estimator",
+    "check_fit2d_predict1d",
+    "check_fit_check_is_fitted",
+    "check_fit_idempotent",
+    "check_fit_score_takes_y",
+    "check_methods_sample_order_invariance",
+    "check_methods_subset_invariance",
+    "check_n_features_in",
     "check_transformer_data_not_an_array",
 )
 _FITTED = (
-    "check_dtype_object", "check_estimators_dtypes", "check_estimators_fit_returns_self", "check_estimators_nan_inf",
-    "check_estimators_overwrite_params", "check_estimators_pickle", "check_fit2d_1sample",
-    "check_n_features_in_after_fitting", "check_pipeline_consistency", "check_readonly_memmap_input",
-    "check_transformer_general", "check_transformer_preserve_dtypes",
+    "check_dtype_object",
+    "check_estimators_dtypes",
+    "check_estimators_fit_returns_self",
+    "check_estimators_nan_inf",
+    "check_estimators_overwrite_params",
+    "check_estimators_pickle",
+    "check_fit2d_1sample",
+    "check_n_features_in_after_fitting",
+    "check_pipeline_consistency",
+    "check_readonly_memmap_input",
+    "check_transformer_general",
+    "check_transformer_preserve_dtypes",
 )
 _CLASSIFIER = (
-    "check_classifier_data_not_an_array", "check_classifiers_classes", "check_classifiers_train",
+    "check_classifier_data_not_an_array",
+    "check_classifiers_classes",
+    "check_classifiers_train",
     "check_supervised_y_2d",
 )
 _BLEND_WEIGHTS = (
-    "check_all_zero_sample_weights_error", "check_class_weight_classifiers",
-    "check_sample_weight_equivalence_on_dense_data", "check_sample_weights_list", "check_sample_weights_not_an_array",
-    "check_sample_weights_not_overwritten", "check_sample_weights_shape",
+    "check_all_zero_sample_weights_error",
+    "check_class_weight_classifiers",
+    "check_sample_weight_equivalence_on_dense_data",
+    "check_sample_weights_list",
+    "check_sample_weights_not_an_array",
+    "check_sample_weights_not_overwritten",
+    "check_sample_weights_shape",
 )
 _BLEND_FLAT = (
-    "check_estimators_overwrite_params", "check_estimators_fit_returns_self", "check_readonly_memmap_input",
-    "check_n_features_in_after_fitting", "check_positive_only_tag_during_fit", "check_estimators_dtypes",
-    "check_dtype_object", "check_pipeline_consistency", "check_estimators_pickle", "check_transformer_general",
-    "check_transformer_preserve_dtypes", "check_fit2d_1feature", "check_estimators_nan_inf",
-    "check_sample_weights_pandas_series", "check_classifiers_one_label_sample_weights",
+    "check_estimators_overwrite_params",
+    "check_estimators_fit_returns_self",
+    "check_readonly_memmap_input",
+    "check_n_features_in_after_fitting",
+    "check_positive_only_tag_during_fit",
+    "check_estimators_dtypes",
+    "check_dtype_object",
+    "check_pipeline_consistency",
+    "check_estimators_pickle",
+    "check_transformer_general",
+    "check_transformer_preserve_dtypes",
+    "check_fit2d_1feature",
+    "check_estimators_nan_inf",
+    "check_sample_weights_pandas_series",
+    "check_classifiers_one_label_sample_weights",
 )
 
 
@@ -130,9 +170,16 @@ def _expected(est) -> dict[str, str]:
     return out
 
 
-_SKLEARN = [HungarianEqualizer(), GreedyEqualizer(), SinkhornEqualizer(), PriorShift(source_prior="uniform"),
-            TemperatureScaling(), PowerMean(over="models"), Chain([TemperatureScaling(), HungarianEqualizer()]),
-            Blend({"name": "tiny", "families": {"logistic": {"count": 1}}}, n_folds=2, n_jobs=1)]
+_SKLEARN = [
+    HungarianEqualizer(),
+    GreedyEqualizer(),
+    SinkhornEqualizer(),
+    PriorShift(source_prior="uniform"),
+    TemperatureScaling(),
+    PowerMean(over="models"),
+    Chain([TemperatureScaling(), HungarianEqualizer()]),
+    Blend({"name": "tiny", "families": {"logistic": {"count": 1}}}, n_folds=2, n_jobs=1),
+]
 
 
 @parametrize_with_checks(_SKLEARN, expected_failed_checks=_expected)
@@ -154,8 +201,9 @@ def _data(n=160, m=2, k=4, seed=0):
 
 
 def _table(P, y=None):
-    return PredictionTable.from_arrays(np.arange(len(P)), P, CLASSES[: P.shape[2]],
-                                       models=[str(i) for i in range(P.shape[1])], labels=y)
+    return PredictionTable.from_arrays(
+        np.arange(len(P)), P, CLASSES[: P.shape[2]], models=[str(i) for i in range(P.shape[1])], labels=y
+    )
 
 
 def _array(step, P):
@@ -166,8 +214,7 @@ def _array(step, P):
 def _kinds(step, P, y):
     """The same input three ways: ``{kind: (X, y for fit)}``."""
     table = _table(P, y)
-    return {"array": (_array(step, P), y), "frame": (table.to_frame().drop(columns="id"), None),
-            "table": (table, None)}
+    return {"array": (_array(step, P), y), "frame": (table.to_frame().drop(columns="id"), None), "table": (table, None)}
 
 
 def _probs_of(out):
@@ -278,8 +325,11 @@ def test_save_load_round_trip(step, kind, tmp_path: Path):
         assert list(loaded.classes_) == list(chain.classes_)
 
 
-@pytest.mark.parametrize("step", [s for s in _steps() if not isinstance(s, PowerMean)],
-                         ids=[i for s, i in zip(_steps(), IDS) if not isinstance(s, PowerMean)])
+@pytest.mark.parametrize(
+    "step",
+    [s for s in _steps() if not isinstance(s, PowerMean)],
+    ids=[i for s, i in zip(_steps(), IDS) if not isinstance(s, PowerMean)],
+)
 def test_not_fitted_error_before_fit(step):
     P, _ = _input(step)
     X = _kinds(step, P, None)["array"][0]
@@ -316,8 +366,11 @@ def test_bad_probabilities_in_arrays_are_probability_errors_with_rows(step):
 
 
 # ------------------------------------------------------------------ the transductive steps
-@pytest.mark.parametrize("eq", [HungarianEqualizer(), GreedyEqualizer(), GreedyEqualizer(method="topk"),
-                                HungarianEqualizer(objective="prob")], ids=["exact", "iterative", "topk", "prob"])
+@pytest.mark.parametrize(
+    "eq",
+    [HungarianEqualizer(), GreedyEqualizer(), GreedyEqualizer(method="topk"), HungarianEqualizer(objective="prob")],
+    ids=["exact", "iterative", "topk", "prob"],
+)
 def test_equalizer_fit_predict_is_the_argmax_of_fit_transform_on_exact_ties(eq):
     rng = np.random.default_rng(5)
     # Many exact ties: every row's probabilities from a handful of values, rows repeated.
@@ -357,7 +410,10 @@ def test_blend_array_layouts_agree_and_learn():
     np.testing.assert_array_equal(flat.predict_proba(P.reshape(len(P), -1)), stacked.predict_proba(P))
     assert list(flat.classes_) == CLASSES and flat.n_features_in_ == 12
     score = flat.score(P.reshape(len(P), -1), y)
-    assert isinstance(score, float) and score > max(np.mean(P[:, m].argmax(1) == np.arange(240) % 4) for m in range(3)) - 0.05
+    assert (
+        isinstance(score, float)
+        and score > max(np.mean(P[:, m].argmax(1) == np.arange(240) % 4) for m in range(3)) - 0.05
+    )
     oof = Blend(TINY, n_folds=3, n_jobs=1).fit_transform(P, y)
     assert oof.shape == (240, 4)
     np.testing.assert_allclose(oof, flat.oof_.probs[:, 0])  # cross-fitted out-of-fold rows
@@ -391,8 +447,10 @@ def test_pipeline_cross_val_score_and_grid_search_over_the_blend():
     X_test, y_test = _data(n=200, m=2, seed=9)
     pred = pipe.predict(X_test.reshape(200, -1))
     assert sorted(pd.Series(pred).value_counts().tolist()) == [50] * 4  # equalized classes of the test batch
-    assert pipe.score(X_test.reshape(200, -1), y_test) >= Blend(TINY, n_folds=3, n_jobs=1).fit(X, y).score(
-        X_test.reshape(200, -1), y_test) - 0.02
+    assert (
+        pipe.score(X_test.reshape(200, -1), y_test)
+        >= Blend(TINY, n_folds=3, n_jobs=1).fit(X, y).score(X_test.reshape(200, -1), y_test) - 0.02
+    )
     scores = cross_val_score(Blend(TINY, n_folds=3, n_jobs=1), X, y, cv=3)
     assert scores.shape == (3,) and (scores > 0.5).all()
     search = GridSearchCV(Blend(TINY, n_folds=3, n_jobs=1), {"combine": ["mean", "weights"]}, cv=2).fit(X, y)
@@ -415,8 +473,9 @@ def test_pipeline_on_real_cifar_arrays_beats_the_best_single_model():
     X, y = train.probs.reshape(2000, -1), train.labels.astype(str)
     X_test, y_test = test.probs.reshape(1000, -1), test.labels.astype(str)
     pipe = Pipeline([("blend", Blend("fast", n_folds=3, n_jobs=1)), ("eq", HungarianEqualizer())]).fit(X, y)
-    best_single = max(float(np.mean(np.asarray(test.classes)[test.probs[:, m].argmax(1)] == y_test))
-                      for m in range(test.n_models))
+    best_single = max(
+        float(np.mean(np.asarray(test.classes)[test.probs[:, m].argmax(1)] == y_test)) for m in range(test.n_models)
+    )
     assert pipe.score(X_test, y_test) >= best_single - 0.005
     # The array answer equals the table answer, labels included.
     blend = pipe.named_steps["blend"]
@@ -429,8 +488,7 @@ def test_a_table_in_another_class_order_is_aligned_to_the_fitted_order():
     table = _table(P, y)
     shift = PriorShift(prior={"ant": 1, "bee": 2, "cat": 3, "dog": 4}).fit(table)
     order = [2, 0, 3, 1]
-    shuffled = PredictionTable.from_arrays(np.arange(len(P)), P[:, :, order], [CLASSES[i] for i in order],
-                                           models=["0"])
+    shuffled = PredictionTable.from_arrays(np.arange(len(P)), P[:, :, order], [CLASSES[i] for i in order], models=["0"])
     out = shift.transform(shuffled)
     assert out.classes == tuple(CLASSES)
     np.testing.assert_array_equal(out.probs, shift.transform(table).probs)

@@ -58,9 +58,16 @@ def test_csv_errors_are_the_parquet_errors(tmp_path):
 
 def test_npz_and_npy_tables(tmp_path):
     table = make_table(n_images=30, seed=4)
-    np.savez(tmp_path / "t.npz", probs=table.probs, classes=np.array(table.classes), models=np.array(table.models),
-             ids=table.ids.astype(str), labels=np.array([v or "" for v in table.labels]), folds=table.folds.astype(int),
-             manip=table.manip)
+    np.savez(
+        tmp_path / "t.npz",
+        probs=table.probs,
+        classes=np.array(table.classes),
+        models=np.array(table.models),
+        ids=table.ids.astype(str),
+        labels=np.array([v or "" for v in table.labels]),
+        folds=table.folds.astype(int),
+        manip=table.manip,
+    )
     back = read_table(tmp_path / "t.npz")
     np.testing.assert_array_equal(back.probs, table.probs)
     assert back.classes == table.classes and back.labels.tolist() == table.labels.tolist()
@@ -104,8 +111,22 @@ def test_predict_writes_a_submission_per_id(bundle, tmp_path, capsys):
     test = make_table(n_images=40, seed=6, labels=False, n_folds=None)
     write_table(test, tmp_path / "test.csv")
     sub = tmp_path / "submission.csv"
-    assert main(["predict", str(bundle), str(tmp_path / "test.csv"), "--submission", str(sub), "--post",
-                 "hungarian", "--submission-columns", "fname,camera"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(bundle),
+                str(tmp_path / "test.csv"),
+                "--submission",
+                str(sub),
+                "--post",
+                "hungarian",
+                "--submission-columns",
+                "fname,camera",
+            ]
+        )
+        == 0
+    )
     assert "submission.csv" in capsys.readouterr().out
     frame = pd.read_csv(sub)
     assert list(frame.columns) == ["fname", "camera"] and frame["fname"].tolist() == test.ids.tolist()
@@ -113,8 +134,20 @@ def test_predict_writes_a_submission_per_id(bundle, tmp_path, capsys):
     for flag in (0, 1):  # 20 rows per half, 10 classes: the equalizer gives each 2
         assert frame["camera"][manip == flag].value_counts().tolist() == [2] * 10
     # The same answer as the table output's argmax.
-    assert main(["predict", str(bundle), str(tmp_path / "test.csv"), "-o", str(tmp_path / "p.parquet"),
-                 "--post", "hungarian"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(bundle),
+                str(tmp_path / "test.csv"),
+                "-o",
+                str(tmp_path / "p.parquet"),
+                "--post",
+                "hungarian",
+            ]
+        )
+        == 0
+    )
     pred = read_table(tmp_path / "p.parquet")
     assert (np.asarray(pred.classes)[pred.probs[:, 0].argmax(1)] == frame["camera"].to_numpy()).all()
 
@@ -125,8 +158,20 @@ def test_predict_refuses_a_submission_with_repeated_ids_and_bad_columns(bundle, 
     sub = tmp_path / "s.csv"
     assert main(["predict", str(bundle), str(tmp_path / "views.parquet"), "--submission", str(sub)]) == 2
     assert "several views" in capsys.readouterr().err and not sub.exists()
-    assert main(["predict", str(bundle), str(tmp_path / "views.parquet"), "--submission", str(sub),
-                 "--submission-columns", "id"]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                str(bundle),
+                str(tmp_path / "views.parquet"),
+                "--submission",
+                str(sub),
+                "--submission-columns",
+                "id",
+            ]
+        )
+        == 2
+    )
     assert "two different names" in capsys.readouterr().err
     assert main(["predict", str(bundle), str(tmp_path / "views.parquet")]) == 2
     assert "nothing to write" in capsys.readouterr().err

@@ -166,7 +166,10 @@ def test_rule_file_selects_exactly_the_right_files(manifest, tmp_path):
     assert names == expected
     reason = out.set_index(out["path"].map(lambda p: Path(p).name))["reason"]
     assert reason["DSCN0010.jpg"] == "Nikon-P6000: JPEG quality 75 < 80"
-    assert reason["iphone_hdr_YES.jpg"].startswith("near duplicate of ") and "iphone_hdr_NO.jpg" in reason["iphone_hdr_YES.jpg"]
+    assert (
+        reason["iphone_hdr_YES.jpg"].startswith("near duplicate of ")
+        and "iphone_hdr_NO.jpg" in reason["iphone_hdr_YES.jpg"]
+    )
     assert reason["Canon_40D.jpg"].startswith("edited: software 'GIMP 2.4.5'")
     assert reason["image01551.jpg"] == "no EXIF (the camera cannot be proved)"
     assert reason["HMD_Nokia_8.3_5G.jpg"].startswith("unreadable: truncated image data")

@@ -47,8 +47,11 @@ def _imports(name: str, path: Path, known: set[str]) -> list[tuple[str, int]]:
 
 
 def _layer(module: str) -> int:
-    if module in ("stacker.apps", "stacker.__main__") or module.startswith("stacker.apps.") or (
-            module in ("level1.cli", "holdout.cli")):
+    if (
+        module in ("stacker.apps", "stacker.__main__")
+        or module.startswith("stacker.apps.")
+        or (module in ("level1.cli", "holdout.cli"))
+    ):
         return 2
     return 1 if module.startswith(("level1", "holdout")) else 0
 
@@ -70,8 +73,11 @@ def test_no_module_imports_a_layer_above_its_own(name):
 
 @pytest.mark.parametrize("name", sorted(n for n in MODULES if _layer(n) >= 1 and not n.startswith("stacker")))
 def test_satellites_use_only_the_public_stacker_api(name):
-    private = [(t, line) for t, line in EDGES[name]
-               if t.startswith("stacker") and any(part.startswith("_") for part in t.split("."))]
+    private = [
+        (t, line)
+        for t, line in EDGES[name]
+        if t.startswith("stacker") and any(part.startswith("_") for part in t.split("."))
+    ]
     assert not private, f"{MODULES[name].relative_to(ROOT)} imports private stacker modules: {private}"
 
 

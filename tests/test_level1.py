@@ -58,8 +58,17 @@ def _write_dataset(root: Path, classes=("a", "b", "c"), per_class=4, size=96, se
 
 
 def _cfg(data: Path | str, **kw) -> Level1Config:
-    base = dict(data=str(data), model=TINY, crop=48, batch_size=6, epochs=1, steps_per_epoch=2, progress=False,
-                val_max_images=12, top_k=2)
+    base = dict(
+        data=str(data),
+        model=TINY,
+        crop=48,
+        batch_size=6,
+        epochs=1,
+        steps_per_epoch=2,
+        progress=False,
+        val_max_images=12,
+        top_k=2,
+    )
     base.update(kw)
     return Level1Config(**base).validate()
 
@@ -241,8 +250,15 @@ def test_train_topk_predict_views_and_variants(tmp_path):
     with pytest.raises(RunError, match="already holds a run"):
         train_model(cfg, tmp_path / "run", log=lambda m: None)
     out = tmp_path / "p.parquet"
-    table, skipped = predict(tmp_path / "run", [root / "b"], out, views=["identity", "d4", "fivecrop"],
-                             predict_size=64, manip_variants=["jpg90", "gamma0.8"], progress=False)
+    table, skipped = predict(
+        tmp_path / "run",
+        [root / "b"],
+        out,
+        views=["identity", "d4", "fivecrop"],
+        predict_size=64,
+        manip_variants=["jpg90", "gamma0.8"],
+        progress=False,
+    )
     t = read_table(out)
     assert t.models == ("run",) and len(t) == 4 * 3 * 28
     assert set(t.meta["manip_kind"]) == {"", "jpg90", "gamma0.8"}
@@ -313,13 +329,41 @@ def test_oof_on_real_crops_reads_in_stacker(cmi_crops_dir, exif_samples_dir, tmp
     from stacker.table import read_table
 
     run = tmp_path / "cnn"
-    rc = main([
-        "oof", "--data", str(cmi_crops_dir / "external_validation.csv"), "--path-col", "fname",
-        "--label-col", "camera", "--manip-col", "is_altered", "--folds", "2", "--model", TINY,
-        "--crop", "48", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8", "--val-max-images", "16",
-        "--views", "identity,d4", "--no-progress", "-o", str(run),
-        "--test", str(exif_samples_dir / "corrupted.jpg"), str(exif_samples_dir / "invalid"),
-    ])
+    rc = main(
+        [
+            "oof",
+            "--data",
+            str(cmi_crops_dir / "external_validation.csv"),
+            "--path-col",
+            "fname",
+            "--label-col",
+            "camera",
+            "--manip-col",
+            "is_altered",
+            "--folds",
+            "2",
+            "--model",
+            TINY,
+            "--crop",
+            "48",
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "2",
+            "--batch-size",
+            "8",
+            "--val-max-images",
+            "16",
+            "--views",
+            "identity,d4",
+            "--no-progress",
+            "-o",
+            str(run),
+            "--test",
+            str(exif_samples_dir / "corrupted.jpg"),
+            str(exif_samples_dir / "invalid"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 0, err
     assert "corrupted.jpg: corrupt JPEG" in err and "invalid/README" in err

@@ -89,9 +89,7 @@ def test_merge_refuses_other_key_columns():
 # ------------------------------------------------------------------------ power mean
 probs_strategy = st.integers(1, 6).flatmap(
     lambda v: st.integers(2, 6).flatmap(
-        lambda k: st.lists(
-            st.lists(st.floats(1e-6, 1.0), min_size=k, max_size=k), min_size=v, max_size=v
-        )
+        lambda k: st.lists(st.lists(st.floats(1e-6, 1.0), min_size=k, max_size=k), min_size=v, max_size=v)
     )
 )
 

@@ -67,8 +67,13 @@ _TOO_FEW = "needs one block of n_classes columns per level-1 model; the check's 
 for _fam in ("pool", "selection"):
     EXPECTED_FAILURES[_fam] = {
         c: _TOO_FEW
-        for c in ("check_estimators_overwrite_params", "check_estimators_fit_returns_self",
-                  "check_readonly_memmap_input", "check_classifiers_classes", "check_classifiers_train")
+        for c in (
+            "check_estimators_overwrite_params",
+            "check_estimators_fit_returns_self",
+            "check_readonly_memmap_input",
+            "check_classifiers_classes",
+            "check_classifiers_train",
+        )
     }
 
 
@@ -244,8 +249,9 @@ def test_xgboost_stops_early_on_an_inner_split():
     X, y, g = _data(n=400)
     est = XGBMetaClassifier(n_estimators=500, early_stopping_rounds=5, learning_rate=0.3).fit(X, y, groups=g)
     assert est.n_iter_ < 500
-    est2 = LGBMMetaClassifier(n_estimators=500, early_stopping_rounds=5, learning_rate=0.3,
-                              min_data_in_leaf=5).fit(X, y, groups=g)
+    est2 = LGBMMetaClassifier(n_estimators=500, early_stopping_rounds=5, learning_rate=0.3, min_data_in_leaf=5).fit(
+        X, y, groups=g
+    )
     assert est2.n_iter_ < 500
 
 
@@ -273,8 +279,17 @@ def test_keras_torch_loop_repeats_keras_fit(optimizer, activation):
     """
     X, y, g = _data(n=200)
     w = 0.5 + (np.arange(len(y)) % 3)  # uneven weights: the loss reduction matters
-    kw = dict(hidden_layer_sizes=(12, 6), activation=activation, dropout=0.0, optimizer=optimizer,
-              learning_rate=0.05, batch_size=1000, epochs=40, patience=2, random_state=3)
+    kw = dict(
+        hidden_layer_sizes=(12, 6),
+        activation=activation,
+        dropout=0.0,
+        optimizer=optimizer,
+        learning_rate=0.05,
+        batch_size=1000,
+        epochs=40,
+        patience=2,
+        random_state=3,
+    )
     torch_est = KerasMLPClassifier(trainer="torch", **kw).fit(X, y, sample_weight=w, groups=g)
     keras_est = KerasMLPClassifier(trainer="keras", **kw).fit(X, y, sample_weight=w, groups=g)
     assert torch_est.n_iter_ == keras_est.n_iter_
@@ -297,8 +312,10 @@ def test_keras_torch_loop_with_dropout_and_batches_learns_like_keras():
     kw = dict(hidden_layer_sizes=(32,), dropout=0.3, batch_size=64, epochs=30, patience=3, learning_rate=3e-3)
     from sklearn.metrics import log_loss
 
-    losses = {t: log_loss(yt, KerasMLPClassifier(trainer=t, **kw).fit(X, y, groups=g).predict_proba(Xt))
-              for t in ("torch", "keras")}
+    losses = {
+        t: log_loss(yt, KerasMLPClassifier(trainer=t, **kw).fit(X, y, groups=g).predict_proba(Xt))
+        for t in ("torch", "keras")
+    }
     assert abs(losses["torch"] - losses["keras"]) < 0.05, losses
     assert losses["torch"] < 0.8 * log_loss(yt, np.full((len(yt), 4), 0.25))
 
@@ -312,12 +329,21 @@ def test_keras_fit_many_trains_each_network_as_its_own_fit(optimizer, activation
     stop early at different epochs (leaving the stack), with shuffling and dropout on.
     """
     datasets = [_data(n=n, seed=s) for n, s in ((300, 1), (200, 2), (330, 3))]
-    kw = dict(hidden_layer_sizes=(16, 8), activation=activation, dropout=0.2, optimizer=optimizer,
-              learning_rate=0.02, batch_size=64, epochs=40, patience=2)
+    kw = dict(
+        hidden_layer_sizes=(16, 8),
+        activation=activation,
+        dropout=0.2,
+        optimizer=optimizer,
+        learning_rate=0.02,
+        batch_size=64,
+        epochs=40,
+        patience=2,
+    )
     seeds = (5, 6, 7)
     alone = [KerasMLPClassifier(**kw, random_state=s).fit(X, y, groups=g) for s, (X, y, g) in zip(seeds, datasets)]
-    together = KerasMLPClassifier.fit_many([KerasMLPClassifier(**kw, random_state=s) for s in seeds],
-                                           [(X, y, None, g) for X, y, g in datasets])
+    together = KerasMLPClassifier.fit_many(
+        [KerasMLPClassifier(**kw, random_state=s) for s in seeds], [(X, y, None, g) for X, y, g in datasets]
+    )
     epochs = [e.n_iter_ for e in alone]
     assert [e.n_iter_ for e in together] == epochs
     assert len(set(epochs)) > 1, epochs  # the stack shrank while others trained on

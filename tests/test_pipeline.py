@@ -61,8 +61,26 @@ def test_cli_fit_predict_with_tta_power_and_exact_equalization(tables, tmp_path,
     tp = write_table(test, tmp_path / "test.parquet")
     recipe = tmp_path / "r.toml"
     recipe.write_text(Recipe.from_dict({**TINY, "postprocess": "hungarian"}).to_toml())
-    assert main(["fit", str(hp), "-o", str(tmp_path / "bundle"), "-r", str(recipe), "-k", "3", "-j", "1",
-                 "--tta-power", "0", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(hp),
+                "-o",
+                str(tmp_path / "bundle"),
+                "-r",
+                str(recipe),
+                "-k",
+                "3",
+                "-j",
+                "1",
+                "--tta-power",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "pred.parquet"
     assert main(["predict", str(tmp_path / "bundle"), str(tp), "-o", str(out)]) == 0
     assert "hungarian post-processing by manip" in capsys.readouterr().out
@@ -75,7 +93,6 @@ def test_cli_fit_predict_with_tta_power_and_exact_equalization(tables, tmp_path,
     assert main(["predict", str(tmp_path / "bundle"), str(tp), "-o", str(out), "--post", "none"]) == 0
     raw = read_table(out)
     assert not np.array_equal(raw.probs, pred.probs)
-    assert main(["predict", str(tmp_path / "bundle"), str(tp), "-o", str(out), "--post", "greedy",
-                 "--by", "none"]) == 0
+    assert main(["predict", str(tmp_path / "bundle"), str(tp), "-o", str(out), "--post", "greedy", "--by", "none"]) == 0
     g = read_table(out).probs[:, 0, :].argmax(1)
     assert np.bincount(g, minlength=10).tolist() == [6] * 10

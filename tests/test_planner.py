@@ -88,8 +88,13 @@ def test_without_budget_every_task_in_the_given_order():
 
 def test_budget_orders_by_gain_per_second_and_cheap_combiners_first():
     clock = FakeClock()
-    members = [member("xgb-0", "xgboost", 4), member("lgbm-0", "lightgbm", 4), member("xgb-1", "xgboost", 4),
-               member("sel", "selection", 0.5), member("pool", "pool", 0.5)]
+    members = [
+        member("xgb-0", "xgboost", 4),
+        member("lgbm-0", "lightgbm", 4),
+        member("xgb-1", "xgboost", 4),
+        member("sel", "selection", 0.5),
+        member("pool", "pool", 0.5),
+    ]
     p = Planner(members, FakeCost(), 1, 1000, n_folds=2, clock=clock)
     tasks = drain(p, clock)
     # pool (gain 1) and selection (0.68) cost little; then xgb-0 (0.61 / 8 s), xgb-1 (0.305 / 8 s), lgbm (0.19 / 8 s)
@@ -101,8 +106,12 @@ def test_budget_orders_by_gain_per_second_and_cheap_combiners_first():
 
 def test_budget_skips_members_that_would_end_late_and_admits_cheaper_ones():
     clock = FakeClock()
-    members = [member("pool", "pool", 1), member("xgb-big", "xgboost", 10), member("xgb-small", "xgboost", 2),
-               member("keras", "keras", 3, joint=True)]
+    members = [
+        member("pool", "pool", 1),
+        member("xgb-big", "xgboost", 10),
+        member("xgb-small", "xgboost", 2),
+        member("keras", "keras", 3, joint=True),
+    ]
     # 1 slot, 20 s, 1 s reserve: pool 2 s; xgb-big 20 s would end at 22 > 19: skipped; keras 6 s ends at 8;
     # xgb-small 4 s ends at 12.
     p = Planner(members, FakeCost(), 1, 20, n_folds=2, clock=clock)
@@ -194,8 +203,12 @@ def test_the_margin_narrows_once_a_family_has_finished_a_task():
 
 def test_calibration_changes_the_plan():
     clock = FakeClock()
-    members = [member("pool", "pool", 1), member("xgb-0", "xgboost", 3), member("xgb-1", "xgboost", 3),
-               member("xgb-2", "xgboost", 3)]
+    members = [
+        member("pool", "pool", 1),
+        member("xgb-0", "xgboost", 3),
+        member("xgb-1", "xgboost", 3),
+        member("xgb-2", "xgboost", 3),
+    ]
     # Really 3x slower (9 s a fold): xgb-0 ends at 20 s; then xgb-1 is expected to take 2 x 3 s x 3^(3/4)
     # = 13.7 s, past the 29 s deadline, so it is skipped (uncalibrated, 6 s would have fitted and ended at 38 s).
     p = Planner(members, FakeCost(), 1, 30, n_folds=2, clock=clock)

@@ -9,18 +9,24 @@ import numpy as np
 import pytest
 
 from conftest import make_table
+from stacker.apps.cli import main
+from stacker.apps.report import FIGURES, build_report
 from stacker.blend import Blend
 from stacker.bundle import read_manifest
-from stacker.apps.cli import main
 from stacker.errors import BundleError
-from stacker.apps.report import FIGURES, build_report
 from stacker.table import read_table, write_table
 
 TINY = {
     "name": "tiny-report",
     "families": {
-        "lightgbm": {"count": 1, "num_leaves": 7, "learning_rate": 0.2, "min_data_in_leaf": 5,
-                     "n_estimators": 20, "early_stopping_rounds": 5},
+        "lightgbm": {
+            "count": 1,
+            "num_leaves": 7,
+            "learning_rate": 0.2,
+            "min_data_in_leaf": 5,
+            "n_estimators": 20,
+            "early_stopping_rounds": 5,
+        },
         "pool": {"count": 1},
         "selection": {"count": 1},
     },

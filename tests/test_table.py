@@ -33,7 +33,9 @@ from stacker.table import (
 def _write_frame(frame: pd.DataFrame, path, metadata: dict | None = None) -> None:
     arrow = pa.Table.from_pandas(frame, preserve_index=False)
     if metadata is not None:
-        arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), METADATA_KEY: json.dumps(metadata).encode()})
+        arrow = arrow.replace_schema_metadata(
+            {**(arrow.schema.metadata or {}), METADATA_KEY: json.dumps(metadata).encode()}
+        )
     pq.write_table(arrow, path)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stacker.aggregate import aggregate_views
-from stacker.errors import NotFittedError, ConfigError, LabelError
+from stacker.errors import ConfigError, LabelError, NotFittedError
 from stacker.metrics import log_loss
 from stacker.table import PredictionTable
 from stacker.transforms import (

@@ -42,8 +42,13 @@ TINY = {
     "families": {
         "logistic": {"count": 1},
         "pool": {"count": 1},
-        "lightgbm": {"count": 1, "num_leaves": [4, 8], "learning_rate": [0.1, 0.3], "min_data_in_leaf": [5, 20],
-                     "n_estimators": 20},
+        "lightgbm": {
+            "count": 1,
+            "num_leaves": [4, 8],
+            "learning_rate": [0.1, 0.3],
+            "min_data_in_leaf": [5, 20],
+            "n_estimators": 20,
+        },
     },
 }
 FAST = {"n_folds": 3, "n_jobs": 1, "n_resamples": 3}
@@ -73,13 +78,37 @@ def files(tmp_path, table):
 
 def _cli(*args: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "stacker", "tune", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=kw.get("cwd"))
+    return subprocess.Popen(
+        [sys.executable, "-m", "stacker", "tune", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=kw.get("cwd"),
+    )
 
 
 def _worker_args(holdout, recipe, storage, study, trials, out) -> list[str]:
-    return [str(holdout), "--trials", str(trials), "--storage", storage, "--study", study, "--recipe", str(recipe),
-            "--folds", "3", "--n-jobs", "1", "--resamples", "3", "-q", "-o", str(out)]
+    return [
+        str(holdout),
+        "--trials",
+        str(trials),
+        "--storage",
+        storage,
+        "--study",
+        study,
+        "--recipe",
+        str(recipe),
+        "--folds",
+        "3",
+        "--n-jobs",
+        "1",
+        "--resamples",
+        "3",
+        "-q",
+        "-o",
+        str(out),
+    ]
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -118,8 +147,9 @@ def _biased_oof(seed=0, k=4, n=400, manip=True):
         logits[flag == 1, 1] += 1.5  # the manipulated half leans towards class 1 as well
     p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     classes = list("abcd")[:k]
-    return PredictionTable.from_arrays(np.arange(n), p, classes, models=["blend"], labels=[classes[i] for i in y],
-                                       manip=flag)
+    return PredictionTable.from_arrays(
+        np.arange(n), p, classes, models=["blend"], labels=[classes[i] for i in y], manip=flag
+    )
 
 
 def test_equalizer_is_scored_on_balanced_resamples_and_helps_a_biased_model():
@@ -157,11 +187,24 @@ def test_tune_scores_what_predict_deploys_per_manipulation_group(tmp_path):
 
 
 def test_search_space_suggests_within_the_base_ranges():
-    base = Recipe.from_dict({"name": "b", "families": {
-        "lightgbm": {"count": 3, "num_leaves": [7, 63], "learning_rate": {"low": 0.01, "high": 0.3, "log": True},
-                     "n_estimators": 50},
-        "keras": {"count": 2, "activation": ["relu", "tanh"], "units": {"low": 8, "high": 64, "int": True, "log": True}},
-    }})
+    base = Recipe.from_dict(
+        {
+            "name": "b",
+            "families": {
+                "lightgbm": {
+                    "count": 3,
+                    "num_leaves": [7, 63],
+                    "learning_rate": {"low": 0.01, "high": 0.3, "log": True},
+                    "n_estimators": 50,
+                },
+                "keras": {
+                    "count": 2,
+                    "activation": ["relu", "tanh"],
+                    "units": {"low": 8, "high": 64, "int": True, "log": True},
+                },
+            },
+        }
+    )
     space = SearchSpace(base, ["a", "b", "c"], ("none", "greedy"), tta=True)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(30):
@@ -189,8 +232,9 @@ def test_search_space_suggests_within_the_base_ranges():
 
 def test_tune_scores_out_of_fold_and_exports_a_recipe_fit_accepts(tmp_path, table, files):
     storage = str(tmp_path / "study.db")
-    study = tune(table, n_trials=3, storage=storage, study_name="s", recipe=_tiny(), seed=5, sampler_seed=0,
-                 prune=False, **FAST)
+    study = tune(
+        table, n_trials=3, storage=storage, study_name="s", recipe=_tiny(), seed=5, sampler_seed=0, prune=False, **FAST
+    )
     assert isinstance(study, optuna.Study)
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert complete
@@ -211,8 +255,24 @@ def test_tune_scores_out_of_fold_and_exports_a_recipe_fit_accepts(tmp_path, tabl
     from stacker.apps.cli import main
 
     holdout, _ = files
-    assert main(["fit", str(holdout), "--recipe", str(out), "-k", "3", "-j", "1", "--no-progress",
-                 "-o", str(tmp_path / "bundle")]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(holdout),
+                "--recipe",
+                str(out),
+                "-k",
+                "3",
+                "-j",
+                "1",
+                "--no-progress",
+                "-o",
+                str(tmp_path / "bundle"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "bundle").is_dir()
 
 
@@ -224,10 +284,13 @@ def test_scores_do_not_leak_on_noise():
     probs = {m: rng.dirichlet(np.ones(k), size=n) for m in ("a", "b")}
     labels = [classes[i] for i in rng.permutation(np.arange(n) % k)]
     noise = PredictionTable.from_arrays([f"i{i}" for i in range(n)], probs, classes, labels=labels)
-    rec = {"name": "t", "families": {"lightgbm": {"count": 1, "num_leaves": 31, "min_data_in_leaf": 2,
-                                                  "n_estimators": 60}}}
-    study = tune(noise, n_trials=2, storage=":memory:", recipe=rec, postprocess=["none"], prune=False,
-                 sampler_seed=0, **FAST)
+    rec = {
+        "name": "t",
+        "families": {"lightgbm": {"count": 1, "num_leaves": 31, "min_data_in_leaf": 2, "n_estimators": 60}},
+    }
+    study = tune(
+        noise, n_trials=2, storage=":memory:", recipe=rec, postprocess=["none"], prune=False, sampler_seed=0, **FAST
+    )
     assert max(t.value for t in study.trials) < 0.35  # chance is 0.2; in-sample trees would be near 1
 
 
@@ -278,8 +341,20 @@ def test_sqlite_study_survives_kill_9_and_resumes(tmp_path, files):
     running = [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING]
     assert len(before) >= 2
     time.sleep(2.5)  # two heartbeats: the killed trial is now stale
-    res = subprocess.run([sys.executable, "-m", "stacker", "tune", *_worker_args(holdout, recipe, str(db), "k", 2,
-                          tmp_path / "k.toml"), "--heartbeat", "1"], capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stacker",
+            "tune",
+            *_worker_args(holdout, recipe, str(db), "k", 2, tmp_path / "k.toml"),
+            "--heartbeat",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     after = optuna.load_study(study_name="k", storage=url).get_trials()
     numbers = [t.number for t in after]
@@ -294,8 +369,9 @@ def test_sqlite_study_survives_kill_9_and_resumes(tmp_path, files):
 
 
 def _run_workers(holdout, recipe, storage, study, tmp_path, n_workers=2, trials=2):
-    procs = [_cli(*_worker_args(holdout, recipe, storage, study, trials, tmp_path / f"w{i}.toml"))
-             for i in range(n_workers)]
+    procs = [
+        _cli(*_worker_args(holdout, recipe, storage, study, trials, tmp_path / f"w{i}.toml")) for i in range(n_workers)
+    ]
     for p in procs:
         out, err = p.communicate(timeout=180)
         assert p.returncode == 0, err
@@ -351,15 +427,36 @@ def test_blend_on_a_local_dask_cluster_equals_the_local_run(tmp_path, table, fil
 
     holdout, recipe = files
     local = Blend(recipe=_tiny(), n_folds=3, seed=11, n_jobs=1).fit(table)
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
-                                  silence_logs=40) as cluster:
+    with distributed.LocalCluster(
+        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None, silence_logs=40
+    ) as cluster:
         address = cluster.scheduler_address
         assert address.startswith("tcp://")
         remote = Blend(recipe=_tiny(), n_folds=3, seed=11, scheduler=address).fit(table)
         # The CLI route: `stacker fit --scheduler tcp://HOST:PORT`.
         oof = tmp_path / "oof.parquet"
-        assert main(["fit", str(holdout), "--recipe", str(recipe), "-k", "3", "--seed", "11", "--scheduler",
-                     address, "--oof", str(oof), "--no-progress", "-o", str(tmp_path / "bundle")]) == 0
+        assert (
+            main(
+                [
+                    "fit",
+                    str(holdout),
+                    "--recipe",
+                    str(recipe),
+                    "-k",
+                    "3",
+                    "--seed",
+                    "11",
+                    "--scheduler",
+                    address,
+                    "--oof",
+                    str(oof),
+                    "--no-progress",
+                    "-o",
+                    str(tmp_path / "bundle"),
+                ]
+            )
+            == 0
+        )
     np.testing.assert_allclose(read_table(oof).probs, local.oof_.probs, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(remote.folds_, local.folds_)
     np.testing.assert_allclose(remote.member_oof_, local.member_oof_, rtol=0, atol=1e-12)
@@ -427,8 +524,18 @@ def test_cli_reports_bad_input_clearly(tmp_path, files, capsys):
     from stacker.apps.cli import main
 
     holdout, recipe = files
-    rc = main(["tune", str(holdout), "--trials", "1", "--storage", "postgresql://u:p@127.0.0.1:1/db",
-               "-o", str(tmp_path / "b.toml")])
+    rc = main(
+        [
+            "tune",
+            str(holdout),
+            "--trials",
+            "1",
+            "--storage",
+            "postgresql://u:p@127.0.0.1:1/db",
+            "-o",
+            str(tmp_path / "b.toml"),
+        ]
+    )
     assert rc == 2
     assert "cannot reach the database server" in capsys.readouterr().err
     rc = main(["tune", str(holdout), "--trials", "1", "-o", str(tmp_path / "b.json")])

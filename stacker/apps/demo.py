@@ -44,7 +44,7 @@ def _digit_canvas(pixels: np.ndarray) -> np.ndarray:
     from PIL import Image
 
     gray = (pixels.reshape(8, 8) * (255.0 / 16.0)).astype(np.uint8)
-    big = np.asarray(Image.fromarray(gray).resize((DIGIT, DIGIT), Image.BICUBIC))
+    big = np.asarray(Image.fromarray(gray).resize((DIGIT, DIGIT), Image.Resampling.BICUBIC))
     canvas = np.zeros((CANVAS, CANVAS), dtype=np.uint8)
     off = (CANVAS - DIGIT) // 2
     canvas[off : off + DIGIT, off : off + DIGIT] = big
@@ -73,7 +73,9 @@ def make_digit_images(root: Path, seed: int = 0, test_per_class: int = 50) -> di
     classes = [str(c) for c in digits.target_names]
     y = digits.target
     rng = np.random.default_rng(seed)
-    test = np.sort(np.concatenate([rng.choice(np.flatnonzero(y == k), test_per_class, replace=False) for k in range(10)]))
+    test = np.sort(
+        np.concatenate([rng.choice(np.flatnonzero(y == k), test_per_class, replace=False) for k in range(10)])
+    )
     is_test = np.zeros(len(y), dtype=bool)
     is_test[test] = True
     # Exactly half of each class altered in the test set, as in the challenge; half overall in the holdout.
@@ -154,12 +156,17 @@ def _split(merged: PredictionTable, manifests: dict[str, pd.DataFrame]) -> tuple
     return holdout, test
 
 
-def _row(name: str, y: np.ndarray, proba: np.ndarray, manip: np.ndarray) -> dict[str, Any]:
+def _row(name: str, y: np.ndarray, proba: np.ndarray, manip: np.ndarray | None) -> dict[str, Any]:
     from stacker.metrics import score_split
 
     sc = score_split(y, proba, manip)
-    return {"model": name, "acc": sc["all"]["accuracy"], "logloss": sc["all"]["log_loss"],
-            "acc unalt": sc["unaltered"]["accuracy"], "acc manip": sc["manipulated"]["accuracy"]}
+    return {
+        "model": name,
+        "acc": sc["all"]["accuracy"],
+        "logloss": sc["all"]["log_loss"],
+        "acc unalt": sc["unaltered"]["accuracy"],
+        "acc manip": sc["manipulated"]["accuracy"],
+    }
 
 
 def run_demo(
@@ -213,11 +220,19 @@ def run_demo(
     rows.append(_row("Blend + equalization", y, equalized.probs[:, 0, :], manip))
     summary = pd.DataFrame(rows).set_index("model")
     oof = blend.scores_["blend"]["all"]
-    print(f"\n[4/4] test set ({len(test)} images, {int(manip.sum())} manipulated); "
-          f"Blend out-of-fold on the holdout: acc {oof['accuracy']:.4f}, log loss {oof['log_loss']:.4f}")
+    print(
+        f"\n[4/4] test set ({len(test)} images, {0 if manip is None else int(manip.sum())} manipulated); "
+        f"Blend out-of-fold on the holdout: acc {oof['accuracy']:.4f}, log loss {oof['log_loss']:.4f}"
+    )
     print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
-    result: dict[str, Any] = {"summary": summary, "blend_oof": oof, "output": out, "test": test,
-                              "predictions": pred, "equalized": equalized}
+    result: dict[str, Any] = {
+        "summary": summary,
+        "blend_oof": oof,
+        "output": out,
+        "test": test,
+        "predictions": pred,
+        "equalized": equalized,
+    }
     if report:
         from stacker.apps.report import write_report
 

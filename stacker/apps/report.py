@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from stacker.files import atomic_write_text
 from stacker.bundle import read_manifest
 from stacker.errors import BundleError, ConfigError
+from stacker.files import atomic_write_text
 from stacker.table import MANIP, PredictionTable, read_table
 
 __all__ = ["build_report", "write_report", "FIGURES"]
@@ -68,7 +68,9 @@ def _part(scores: dict[str, Any] | None, part: str, metric: str) -> float | None
 def _fig_scores(rows: dict[str, dict[str, Any]]) -> str:
     plt = _plt()
     names = list(rows)
-    parts = [p for p in ("all", "unaltered", "manipulated") if any(_part(rows[n], p, "accuracy") is not None for n in names)]
+    parts = [
+        p for p in ("all", "unaltered", "manipulated") if any(_part(rows[n], p, "accuracy") is not None for n in names)
+    ]
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(names) + 1.8))
     h = 0.8 / len(parts)
     y = np.arange(len(names))
@@ -81,8 +83,13 @@ def _fig_scores(rows: dict[str, dict[str, Any]]) -> str:
         ax.set_xlabel(metric.replace("_", " "))
         ax.grid(axis="x", alpha=0.3)
     axes[1].set_yticklabels([])
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=len(parts), fontsize=8,
-               bbox_to_anchor=(0.5, -0.02))
+    fig.legend(
+        *axes[0].get_legend_handles_labels(),
+        loc="lower center",
+        ncol=len(parts),
+        fontsize=8,
+        bbox_to_anchor=(0.5, -0.02),
+    )
     fig.suptitle("level-1 models and the blend (out-of-fold on the holdout)")
     fig.subplots_adjust(bottom=0.22)
     return _png(fig)
@@ -98,8 +105,15 @@ def _fig_confusion(cm: np.ndarray, classes: list[str], title: str) -> str:
         for i in range(k):
             for j in range(k):
                 if cm[i, j]:
-                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
-                            color="white" if norm[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        int(cm[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black",
+                    )
     ax.set_xticks(range(k), classes, rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(k), classes, fontsize=7)
     ax.set_xlabel("predicted")
@@ -108,8 +122,9 @@ def _fig_confusion(cm: np.ndarray, classes: list[str], title: str) -> str:
     return _png(fig)
 
 
-def _fig_pair(classes: list[str], before: np.ndarray, after: np.ndarray, ylabel: str, title: str,
-              target: np.ndarray | None = None) -> str:
+def _fig_pair(
+    classes: list[str], before: np.ndarray, after: np.ndarray, ylabel: str, title: str, target: np.ndarray | None = None
+) -> str:
     plt = _plt()
     k = len(classes)
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * k + 2), 3.6))
@@ -244,9 +259,7 @@ def build_report(
     if predictions is not None:
         table = predictions if isinstance(predictions, PredictionTable) else read_table(predictions)
         if list(table.classes) != classes:
-            raise BundleError(
-                f"predictions {table.source!r} have classes {list(table.classes)}, the bundle {classes}"
-            )
+            raise BundleError(f"predictions {table.source!r} have classes {list(table.classes)}, the bundle {classes}")
         data["predictions"] = table.source
     eval_table, eval_source = None, None
     if table is not None and table.has_labels and (table.y >= 0).all():
@@ -269,10 +282,14 @@ def build_report(
     before, after = _before_after(counts_table, group)
     cnt_before = np.bincount(before, minlength=k)
     cnt_after = np.bincount(after, minlength=k)
-    data["class_counts"] = {"source": "predictions" if table is not None else eval_source,
-                            "before": cnt_before.tolist(), "after": cnt_after.tolist()}
-    figures["class-counts"] = _fig_pair(classes, cnt_before, cnt_after, "rows", "predicted class counts",
-                                        target=np.full(k, len(before) / k))
+    data["class_counts"] = {
+        "source": "predictions" if table is not None else eval_source,
+        "before": cnt_before.tolist(),
+        "after": cnt_after.tolist(),
+    }
+    figures["class-counts"] = _fig_pair(
+        classes, cnt_before, cnt_after, "rows", "predicted class counts", target=np.full(k, len(before) / k)
+    )
 
     if eval_table is not None:
         eb, ea = (before, after) if eval_table is counts_table else _before_after(eval_table, group)
@@ -287,8 +304,9 @@ def build_report(
         data["accuracy_after"] = float(np.mean(ea == y))
         data["per_class_accuracy"] = {"before": acc_b.tolist(), "after": acc_a.tolist()}
         figures["confusion"] = _fig_confusion(cm, classes, f"confusion matrix ({eval_source}, before equalization)")
-        figures["per-class-accuracy"] = _fig_pair(classes, acc_b, acc_a, "accuracy",
-                                                  f"per-class accuracy ({eval_source})")
+        figures["per-class-accuracy"] = _fig_pair(
+            classes, acc_b, acc_a, "accuracy", f"per-class accuracy ({eval_source})"
+        )
     if data["member_scores"]:
         figures["member-scores"] = _fig_member_scores(data["member_scores"], scores["blend"])
     if data["member_weights"]:
@@ -305,13 +323,17 @@ def _fmt(v: float | None) -> str:
 
 
 def _score_table(rows: dict[str, Any]) -> str:
-    head = "<tr><th>model</th>" + "".join(
-        f"<th>{m} {p}</th>" for p in ("all", "unaltered", "manipulated") for m in ("acc", "log loss")
-    ) + "</tr>"
+    head = (
+        "<tr><th>model</th>"
+        + "".join(f"<th>{m} {p}</th>" for p in ("all", "unaltered", "manipulated") for m in ("acc", "log loss"))
+        + "</tr>"
+    )
     body = []
     for name, sc in rows.items():
         cells = "".join(
-            f"<td>{_fmt(_part(sc, p, m))}</td>" for p in ("all", "unaltered", "manipulated") for m in ("accuracy", "log_loss")
+            f"<td>{_fmt(_part(sc, p, m))}</td>"
+            for p in ("all", "unaltered", "manipulated")
+            for m in ("accuracy", "log_loss")
         )
         body.append(f"<tr><td>{html.escape(name)}</td>{cells}</tr>")
     return f"<table class='scores'>{head}{''.join(body)}</table>"
@@ -333,13 +355,17 @@ def _plan_paragraph(plan: dict[str, Any]) -> str:
     if not plan:
         return ""
     limit = plan.get("time_limit")
-    text = (f"<p>Fitted {len(plan.get('fitted', []))} members in {float(plan.get('seconds', 0)):.1f} s "
-            + (f"within a time budget of {limit:g} s" if limit else "with no time budget") + ".")
+    text = (
+        f"<p>Fitted {len(plan.get('fitted', []))} members in {float(plan.get('seconds', 0)):.1f} s "
+        + (f"within a time budget of {limit:g} s" if limit else "with no time budget")
+        + "."
+    )
     skipped = plan.get("skipped") or []
     if not skipped:
         return text + "</p>"
-    items = "".join(f"<li><code>{html.escape(str(x.get('name')))}</code>: {html.escape(str(x.get('reason')))}</li>"
-                    for x in skipped)
+    items = "".join(
+        f"<li><code>{html.escape(str(x.get('name')))}</code>: {html.escape(str(x.get('reason')))}</li>" for x in skipped
+    )
     return text + f" Skipped {len(skipped)}:</p><ul class='skipped'>{items}</ul>"
 
 
@@ -359,7 +385,8 @@ def _render(title: str, data: dict[str, Any], figures: dict[str, str]) -> str:
         parts.append(
             f"<p>On the {html.escape(data['evaluated_on'])}: accuracy {data['accuracy_before']:.4f} before and "
             f"{data['accuracy_after']:.4f} after exact equalization"
-            + (f" by <code>{html.escape(data['equalized_by'])}</code>" if data["equalized_by"] else "") + ".</p>"
+            + (f" by <code>{html.escape(data['equalized_by'])}</code>" if data["equalized_by"] else "")
+            + ".</p>"
         )
     for fid in FIGURES:
         if fid in figures:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from stacker.files import atomic_path, jsonable
 from stacker.errors import BundleError
+from stacker.files import atomic_path, jsonable
 
 __all__ = ["MetaModel", "softmax", "SIDECAR_SUFFIX"]
 
@@ -63,7 +63,9 @@ class MetaModel(ClassifierMixin, BaseEstimator):
         return X, codes.astype(np.int64), w, None if groups is None else np.asarray(groups)
 
     @classmethod
-    def fit_many(cls, estimators: Sequence[MetaModel], datasets: Sequence[tuple[Any, Any, Any, Any]]) -> list[MetaModel]:
+    def fit_many(
+        cls, estimators: Sequence[MetaModel], datasets: Sequence[tuple[Any, Any, Any, Any]]
+    ) -> list[MetaModel]:
         """Fit ``estimators[j]`` on ``datasets[j] = (X, y, sample_weight, groups)``; returns the estimators.
 
         The Blend fits a member's fold models through this.  The default fits

@@ -14,9 +14,7 @@ def resolve_layout(layout, n_features: int, n_classes: int) -> tuple[int, int]:
     if layout is None:
         m = n_features // n_classes
         if m < 1:
-            raise ValueError(
-                f"X has {n_features} feature(s), too few for one block of {n_classes} class probabilities"
-            )
+            raise ValueError(f"X has {n_features} feature(s), too few for one block of {n_classes} class probabilities")
         layout = (m, n_classes)
     m, k = int(layout[0]), int(layout[1])
     if k != n_classes:

@@ -205,10 +205,14 @@ def fit_dense_stacks(
     n = np.array([len(d.X) for d in data])
     validating = [d.X_val is not None and len(d.X_val) > 0 and patience > 0 for d in data]
     val = [
-        (tensor(np.ascontiguousarray(d.X_val, dtype=np.float32))[None],
-         tensor(np.asarray(d.y_val, dtype=np.int64))[None],
-         tensor(np.asarray(d.w_val, dtype=np.float32))[None],
-         torch.tensor([float(len(d.X_val))], device=dev)) if v else None
+        (
+            tensor(np.ascontiguousarray(d.X_val, dtype=np.float32))[None],
+            tensor(np.asarray(d.y_val, dtype=np.int64))[None],
+            tensor(np.asarray(d.w_val, dtype=np.float32))[None],
+            torch.tensor([float(len(d.X_val))], device=dev),  # type: ignore[arg-type]  # validating: not None
+        )
+        if v
+        else None
         for d, v in zip(data, validating)
     ]
 
@@ -242,8 +246,11 @@ def fit_dense_stacks(
             alpha = lr * np.sqrt(1.0 - 0.999**t) / (1.0 - 0.9**t)
             a = torch.tensor(alpha, dtype=torch.float32, device=dev)[:, None, None]
             for p, m, v in zip(params, *slots):
-                pd, g, mm, vv = (p.data, p.grad, m, v) if len(rows) == len(active) else (
-                    p.data[rows], p.grad[rows], m[rows], v[rows])
+                pd, g, mm, vv = (
+                    (p.data, p.grad, m, v)
+                    if len(rows) == len(active)
+                    else (p.data[rows], p.grad[rows], m[rows], v[rows])
+                )
                 mm.add_(g - mm, alpha=0.1)
                 vv.add_(g * g - vv, alpha=0.001)
                 pd.sub_(a * mm / vv.sqrt().add_(EPSILON))
@@ -251,7 +258,9 @@ def fit_dense_stacks(
                     p.data[rows], m[rows], v[rows] = pd, mm, vv
         else:
             for p, m in zip(params, slots[0]):
-                pd, g, mm = (p.data, p.grad, m) if len(rows) == len(active) else (p.data[rows], p.grad[rows], m[rows])
+                grad = p.grad
+                assert grad is not None  # after backward()
+                pd, g, mm = (p.data, grad, m) if len(rows) == len(active) else (p.data[rows], grad[rows], m[rows])
                 mm.mul_(0.9).add_(g, alpha=-lr)  # m = mu * m - lr * g
                 pd.add_(0.9 * mm - lr * g)  # var += mu * m - lr * g
                 if len(rows) != len(active):
@@ -264,9 +273,11 @@ def fit_dense_stacks(
         na = n[active]
         if buffers is None:  # (re)allocated when networks leave the stack; padding rows stay zero
             width = max(int(na.max()), 1)
-            buffers = (torch.zeros(len(active), width, X[0].shape[1], device=dev),
-                       torch.zeros(len(active), width, dtype=torch.int64, device=dev),
-                       torch.zeros(len(active), width, device=dev))
+            buffers = (
+                torch.zeros(len(active), width, X[0].shape[1], device=dev),
+                torch.zeros(len(active), width, dtype=torch.int64, device=dev),
+                torch.zeros(len(active), width, device=dev),
+            )
         Xe, ye, we = buffers
         for j, f in enumerate(active):  # one shuffled copy per epoch; batches are then slices
             order = tensor(rngs[f].permutation(int(n[f])))
@@ -290,7 +301,9 @@ def fit_dense_stacks(
             if not validating[f]:
                 left.append(j)
                 continue
-            Xv, yv, wv, nv = val[f]
+            entry = val[f]
+            assert entry is not None  # validating[f]
+            Xv, yv, wv, nv = entry
             with torch.no_grad():
                 current = float(_weighted_loss(forward([p[j : j + 1] for p in params], Xv), yv, wv, nv)[0])
             # Keras's EarlyStopping: the wait grows every epoch and resets on a strict improvement.
@@ -320,4 +333,3 @@ def fit_dense_stacks(
         arrays = [t.cpu().numpy().copy() for t in final[f]]  # type: ignore[union-attr]
         out.append(([a if i % 2 == 0 else a.reshape(-1) for i, a in enumerate(arrays)], int(ran[f])))
     return out
-

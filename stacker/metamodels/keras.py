@@ -24,9 +24,7 @@ def import_keras():
     try:
         import keras
     except ImportError as exc:
-        raise ConfigError(
-            f"Keras members need Keras 3 with torch: pip install 'stacker[nn]' ({exc})"
-        ) from None
+        raise ConfigError(f"Keras members need Keras 3 with torch: pip install 'stacker[nn]' ({exc})") from None
     return keras
 
 
@@ -40,8 +38,9 @@ def check_keras() -> None:
 
     missing = [m for m in ("keras", "torch") if find_spec(m) is None]
     if missing:
-        raise ConfigError(f"Keras members need Keras 3 with torch: pip install 'stacker[nn]' "
-                          f"(No module named {missing[0]!r})")
+        raise ConfigError(
+            f"Keras members need Keras 3 with torch: pip install 'stacker[nn]' (No module named {missing[0]!r})"
+        )
 
 
 class KerasMLPClassifier(MetaModel):
@@ -153,9 +152,14 @@ class KerasMLPClassifier(MetaModel):
 
     def _loop_settings(self) -> dict:
         return dict(
-            activation=self.activation, dropout=float(self.dropout), optimizer=self.optimizer,
-            learning_rate=float(self.learning_rate), batch_size=int(self.batch_size), epochs=int(self.epochs),
-            patience=int(self.patience), device=str(self.device),
+            activation=self.activation,
+            dropout=float(self.dropout),
+            optimizer=self.optimizer,
+            learning_rate=float(self.learning_rate),
+            batch_size=int(self.batch_size),
+            epochs=int(self.epochs),
+            patience=int(self.patience),
+            device=str(self.device),
         )
 
     def _fit(self, X, y, w, groups) -> None:
@@ -164,15 +168,21 @@ class KerasMLPClassifier(MetaModel):
             self._train_stack([self], [model], [d])
             return
         keras = import_keras()
-        fit_kw = {}
+        fit_kw: dict[str, object] = {}
         if d.X_val is not None:
             fit_kw["validation_data"] = (d.X_val, d.y_val, d.w_val)
             fit_kw["callbacks"] = [
                 keras.callbacks.EarlyStopping(patience=int(self.patience), restore_best_weights=True)
             ]
         hist = model.fit(
-            d.X, d.y, sample_weight=d.w, batch_size=int(self.batch_size),
-            epochs=int(self.epochs), shuffle=True, verbose=0, **fit_kw,
+            d.X,
+            d.y,
+            sample_weight=d.w,
+            batch_size=int(self.batch_size),
+            epochs=int(self.epochs),
+            shuffle=True,
+            verbose=0,
+            **fit_kw,
         )
         self.n_iter_ = len(hist.history.get("loss", []))
         self.model_ = model
@@ -188,8 +198,13 @@ class KerasMLPClassifier(MetaModel):
         rounding) at a fraction of the per-step overhead.
         """
         settings = [{k: v for k, v in e.get_params().items() if k != "random_state"} for e in estimators]
-        if (len(estimators) < 2 or len(estimators) != len(datasets) or any(s != settings[0] for s in settings)
-                or settings[0]["trainer"] != "torch" or any(type(e) is not cls for e in estimators)):
+        if (
+            len(estimators) < 2
+            or len(estimators) != len(datasets)
+            or any(s != settings[0] for s in settings)
+            or settings[0]["trainer"] != "torch"
+            or any(type(e) is not cls for e in estimators)
+        ):
             return super().fit_many(estimators, datasets)
         models, data = [], []
         for est, (X, y, sw, g) in zip(estimators, datasets):
@@ -204,8 +219,12 @@ class KerasMLPClassifier(MetaModel):
         """Train the built ``models`` on ``data`` with the torch loop, as one stack; set each estimator's model."""
         from stacker.metamodels._mlp_loop import fit_dense_stacks
 
-        results = fit_dense_stacks([m.get_weights() for m in models], data,
-                                   seeds=[e._seed() for e in estimators], **estimators[0]._loop_settings())
+        results = fit_dense_stacks(
+            [m.get_weights() for m in models],
+            data,
+            seeds=[e._seed() for e in estimators],
+            **estimators[0]._loop_settings(),
+        )
         for est, model, (weights, n_iter) in zip(estimators, models, results):
             model.set_weights(weights)
             est.model_, est.n_iter_ = model, n_iter

@@ -6,7 +6,6 @@ import re
 import warnings
 from typing import Any
 
-
 from stacker.cv import inner_split
 from stacker.metamodels._base import MetaModel
 
@@ -105,8 +104,11 @@ class LGBMMetaClassifier(MetaModel):
         except lgb.basic.LightGBMError as exc:
             if "device_type" not in params or not re.search(r"OpenCL|GPU|CUDA", str(exc)):
                 raise
-            warnings.warn(f"LightGBM cannot train on the GPU here ({str(exc).splitlines()[0]}); "
-                          "training on the CPU", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"LightGBM cannot train on the GPU here ({str(exc).splitlines()[0]}); training on the CPU",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             params.pop("device_type")
             self._train(lgb, params, X, y, w, groups)
 
@@ -117,7 +119,10 @@ class LGBMMetaClassifier(MetaModel):
             dtrain = lgb.Dataset(X[tr], label=y[tr], weight=w[tr], params={"verbosity": -1})
             dvalid = lgb.Dataset(X[va], label=y[va], weight=w[va], reference=dtrain)
             booster = lgb.train(
-                params, dtrain, int(self.n_estimators), valid_sets=[dvalid],
+                params,
+                dtrain,
+                int(self.n_estimators),
+                valid_sets=[dvalid],
                 callbacks=[lgb.early_stopping(int(stop), verbose=False)],
             )
             self.n_iter_ = int(booster.best_iteration or booster.current_iteration())

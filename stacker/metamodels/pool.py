@@ -88,8 +88,7 @@ class LogLinearPool(MetaModel):
             return loss, np.concatenate([g_w, r.sum(axis=0) + 2 * lam * b])
 
         theta0 = np.concatenate([prior, np.zeros(k)]) if self.fit_bias else prior
-        res = minimize(loss_grad, theta0, jac=True, method="L-BFGS-B",
-                       options={"maxiter": int(self.max_iter)})
+        res = minimize(loss_grad, theta0, jac=True, method="L-BFGS-B", options={"maxiter": int(self.max_iter)})
         self.weights_ = res.x[:m].copy()
         self.bias_ = res.x[m:].copy() if self.fit_bias else np.zeros(k)
         self.n_iter_ = int(res.nit)
@@ -99,11 +98,12 @@ class LogLinearPool(MetaModel):
         return softmax(np.einsum("nmk,m->nk", L, self.weights_) + self.bias_)
 
     def _to_bytes(self) -> bytes:
-        return json.dumps({"weights": self.weights_.tolist(), "bias": self.bias_.tolist(),
-                           "layout": list(self.layout_)}).encode()
+        return json.dumps(
+            {"weights": self.weights_.tolist(), "bias": self.bias_.tolist(), "layout": list(self.layout_)}
+        ).encode()
 
     def _from_bytes(self, data: bytes) -> None:
         d = json.loads(data)
         self.weights_ = np.asarray(d["weights"], dtype=np.float64)
         self.bias_ = np.asarray(d["bias"], dtype=np.float64)
-        self.layout_ = tuple(int(v) for v in d["layout"])
+        self.layout_ = tuple(int(v) for v in d["layout"])  # type: ignore[assignment]  # (models, classes)

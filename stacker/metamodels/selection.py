@@ -59,9 +59,7 @@ def ensemble_selection(
     return selection_on_true_class(probs[:, np.arange(n), np.asarray(y, dtype=np.int64)], n_iter, sample_weight)
 
 
-def selection_on_true_class(
-    true: np.ndarray, n_iter: int = 50, sample_weight: np.ndarray | None = None
-) -> np.ndarray:
+def selection_on_true_class(true: np.ndarray, n_iter: int = 50, sample_weight: np.ndarray | None = None) -> np.ndarray:
     """:func:`ensemble_selection` given only each model's probability of the true class, ``(n_models, n_rows)``."""
     true = np.asarray(true, dtype=np.float64)
     n_models, n = true.shape
@@ -130,4 +128,4 @@ class GreedyEnsembleSelection(MetaModel):
     def _from_bytes(self, data: bytes) -> None:
         d = json.loads(data)
         self.weights_ = np.asarray(d["weights"], dtype=np.float64)
-        self.layout_ = tuple(int(v) for v in d["layout"])
+        self.layout_ = tuple(int(v) for v in d["layout"])  # type: ignore[assignment]  # (models, classes)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from stacker.cv import inner_split
 from stacker.metamodels._base import MetaModel
 
@@ -99,8 +98,12 @@ class XGBMetaClassifier(MetaModel):
             dtrain = xgb.DMatrix(X[tr], label=y[tr], weight=w[tr], nthread=int(self.n_jobs))
             dvalid = xgb.DMatrix(X[va], label=y[va], weight=w[va], nthread=int(self.n_jobs))
             booster = xgb.train(
-                params, dtrain, int(self.n_estimators), evals=[(dvalid, "valid")],
-                early_stopping_rounds=int(stop), verbose_eval=False,
+                params,
+                dtrain,
+                int(self.n_estimators),
+                evals=[(dvalid, "valid")],
+                early_stopping_rounds=int(stop),
+                verbose_eval=False,
             )
             self.n_iter_ = int(booster.best_iteration) + 1
             booster = booster[: self.n_iter_]

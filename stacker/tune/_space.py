@@ -157,8 +157,9 @@ class SearchSpace:
         """Draw a trial's settings (every parameter is suggested, so the space is static)."""
         families: dict[str, dict[str, Any]] = {}
         for fam in self.recipe.families:
-            body: dict[str, Any] = {"count": trial.suggest_int(
-                f"{fam.family}.count", self._count_low, self._count_high(fam.count))}
+            body: dict[str, Any] = {
+                "count": trial.suggest_int(f"{fam.family}.count", self._count_low, self._count_high(fam.count))
+            }
             for name, spec in fam.params.items():
                 rng = parse_range(spec)
                 if rng is not None:
@@ -185,7 +186,7 @@ class SearchSpace:
         """Rebuild a finished trial's settings from its parameters (for the export)."""
         import optuna
 
-        return self.suggest(optuna.trial.FixedTrial(params))
+        return self.suggest(optuna.trial.FixedTrial(params))  # type: ignore[arg-type]  # the same suggest_* API
 
     @staticmethod
     def _suggest_range(trial: optuna.Trial, name: str, rng: Range, spec: Any) -> Any:

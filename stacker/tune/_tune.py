@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stacker.files import atomic_write_text
 from stacker.errors import ConfigError, StudyError
+from stacker.files import atomic_write_text
 from stacker.table import PredictionTable
 from stacker.tune._scoring import POSTPROCESS, available_postprocess, balanced_resamples, resample_strata, score_oof
 from stacker.tune._space import SearchSpace, TrialSettings
@@ -49,15 +49,20 @@ def _has_views(table: PredictionTable) -> bool:
     return views is not None and len(set(map(str, views))) > 1
 
 
-def _fingerprint(space: SearchSpace, classes: Sequence[str], n_folds: int, seed: int, n_resamples: int,
-                 resample_size: int | None) -> dict[str, Any]:
+def _fingerprint(
+    space: SearchSpace, classes: Sequence[str], n_folds: int, seed: int, n_resamples: int, resample_size: int | None
+) -> dict[str, Any]:
     return {
         "objective_version": OBJECTIVE_VERSION,
         "classes": list(classes),
         "space_sha256": space.fingerprint(),
         "space": space.describe()["params"],
-        "cv": {"n_folds": int(n_folds), "seed": int(seed), "n_resamples": int(n_resamples),
-               "resample_size": resample_size},
+        "cv": {
+            "n_folds": int(n_folds),
+            "seed": int(seed),
+            "n_resamples": int(n_resamples),
+            "resample_size": resample_size,
+        },
     }
 
 
@@ -77,8 +82,11 @@ def _check_fingerprint(name: str, have: dict[str, Any], want: dict[str, Any]) ->
         added = sorted(set(new) - set(old))
         removed = sorted(set(old) - set(new))
         changed = sorted(k for k in set(old) & set(new) if old[k] != new[k])
-        parts = [f"{label}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
-                 for label, keys in (("new", added), ("gone", removed), ("changed", changed)) if keys]
+        parts = [
+            f"{label}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
+            for label, keys in (("new", added), ("gone", removed), ("changed", changed))
+            if keys
+        ]
         raise StudyError(
             f"study {name!r} was created with a different search space ({'; '.join(parts) or 'different'}); "
             "reuse the same recipe and options, or use a new --study name"
@@ -115,8 +123,14 @@ def open_study(
     shown = describe_storage(storage) if storage != ":memory:" else ":memory:"
     try:
         if create:
-            study = optuna.create_study(storage=store, study_name=study_name, direction="maximize",
-                                        sampler=sampler, pruner=pruner, load_if_exists=True)
+            study = optuna.create_study(
+                storage=store,
+                study_name=study_name,
+                direction="maximize",
+                sampler=sampler,
+                pruner=pruner,
+                load_if_exists=True,
+            )
         else:
             study = optuna.load_study(storage=store, study_name=study_name, sampler=sampler, pruner=pruner)
     except KeyError:
@@ -146,8 +160,17 @@ def _coerce_table(table: PredictionTable | str | os.PathLike[str]) -> Prediction
 class _Objective:
     """Score one trial: fit a Blend out-of-fold, post-process balanced resamples of its OOF rows."""
 
-    def __init__(self, table: PredictionTable, space: SearchSpace, *, n_folds: int, seed: int, n_resamples: int,
-                 resample_size: int | None, blend_kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        table: PredictionTable,
+        space: SearchSpace,
+        *,
+        n_folds: int,
+        seed: int,
+        n_resamples: int,
+        resample_size: int | None,
+        blend_kwargs: dict[str, Any],
+    ) -> None:
         self.table = table
         self.space = space
         self.n_folds = n_folds
@@ -187,8 +210,14 @@ class _Objective:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after fold {fold} (running accuracy {np.mean(running):.4f})")
 
-        blend = Blend(recipe=recipe, class_weight=settings.class_weight, n_folds=self.n_folds, seed=self.seed,
-                      on_fold=on_fold, **self.blend_kwargs)
+        blend = Blend(
+            recipe=recipe,
+            class_weight=settings.class_weight,
+            n_folds=self.n_folds,
+            seed=self.seed,
+            on_fold=on_fold,
+            **self.blend_kwargs,
+        )
         with warnings.catch_warnings():
             # Pruning abandons the fold's remaining fits on purpose; joblib warns about each one.
             warnings.filterwarnings("ignore", message=".*tasks which were still being processed", category=UserWarning)
@@ -197,8 +226,9 @@ class _Objective:
         key = len(table)
         if key not in self._resamples:
             # Labels (and the deployed grouping) and seed only: every trial and worker scores the same resamples.
-            self._resamples[key] = balanced_resamples(oof.y, self.n_resamples, self.seed,
-                                                      per_class=self.resample_size, strata=resample_strata(oof))
+            self._resamples[key] = balanced_resamples(
+                oof.y, self.n_resamples, self.seed, per_class=self.resample_size, strata=resample_strata(oof)
+            )
         value = score_oof(oof, settings.postprocess, self._resamples[key])
         blend_scores = blend.scores_["blend"]["all"]
         trial.set_user_attr("oof_accuracy", float(blend_scores["accuracy"]))
@@ -328,22 +358,33 @@ def tune(
         from stacker.errors import LabelError
 
         raise LabelError("tuning needs a labelled holdout; the table has no labels", path=data.source, column="label")
-    space = SearchSpace(base, data.classes, choices, tta=_has_views(data), max_count=max_count,
-                        class_weights=class_weights)
+    space = SearchSpace(
+        base, data.classes, choices, tta=_has_views(data), max_count=max_count, class_weights=class_weights
+    )
     fp = _fingerprint(space, data.classes, n_folds, seed, n_resamples, resample_size)
     sampler = optuna.samplers.TPESampler(seed=sampler_seed)
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1) if prune
-              else optuna.pruners.NopPruner())
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1) if prune else optuna.pruners.NopPruner()
     if storage is not None and str(storage) == ":memory:":
         study = optuna.create_study(study_name=study_name, direction="maximize", sampler=sampler, pruner=pruner)
         study.set_user_attr(ATTR, fp)
     else:
-        study = open_study(storage, study_name, fp, sampler=sampler, pruner=pruner,
-                           heartbeat_interval=heartbeat_interval)
+        study = open_study(
+            storage, study_name, fp, sampler=sampler, pruner=pruner, heartbeat_interval=heartbeat_interval
+        )
     objective = _Objective(
-        data, space, n_folds=n_folds, seed=seed, n_resamples=n_resamples, resample_size=resample_size,
-        blend_kwargs={"combine": combine, "features": features, "n_jobs": n_jobs, "scheduler": scheduler,
-                      "time_limit": trial_limit},
+        data,
+        space,
+        n_folds=n_folds,
+        seed=seed,
+        n_resamples=n_resamples,
+        resample_size=resample_size,
+        blend_kwargs={
+            "combine": combine,
+            "features": features,
+            "n_jobs": n_jobs,
+            "scheduler": scheduler,
+            "time_limit": trial_limit,
+        },
     )
     cbs = list(callbacks)
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)

@@ -27,6 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from stacker.apps.demo import run_demo
 
-    run_demo(args.output, seed=args.seed, n_folds=args.folds, recipe=args.recipe, report=not args.no_report,
-             steps_per_epoch=args.steps, epochs=args.epochs)
+    run_demo(
+        args.output,
+        seed=args.seed,
+        n_folds=args.folds,
+        recipe=args.recipe,
+        report=not args.no_report,
+        steps_per_epoch=args.steps,
+        epochs=args.epochs,
+    )
     return 0

@@ -38,7 +38,9 @@ def parse_quota(text: str | None) -> Any:
         try:
             v = float(s)
         except ValueError:
-            raise ConfigError(f"quota value {s!r} is not a number (syntax: 264 | 264,260,... | CLASS=264,...)") from None
+            raise ConfigError(
+                f"quota value {s!r} is not a number (syntax: 264 | 264,260,... | CLASS=264,...)"
+            ) from None
         return int(v) if v == int(v) and "." not in s and "e" not in s.lower() else v
 
     if any("=" in p for p in parts):
@@ -67,8 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("table", help="prediction table (parquet), usually the Blend's output")
     p.add_argument("-o", "--output", help="equalized one-model table (parquet)")
     p.add_argument("--submission", help="also write a Kaggle-style CSV: one row per id with its assigned class")
-    p.add_argument("--submission-columns", default="fname,camera", metavar="ID,CLASS",
-                   help="header of the submission's two columns (default: fname,camera, the camera challenge's)")
+    p.add_argument(
+        "--submission-columns",
+        default="fname,camera",
+        metavar="ID,CLASS",
+        help="header of the submission's two columns (default: fname,camera, the camera challenge's)",
+    )
     p.add_argument("--by", action="append", help="meta column to equalize within (repeatable), e.g. manip")
     p.add_argument("--quota", help="per-class quota: counts or proportions (see above); default equal shares")
     p.add_argument("--lower", help="per-class lower bounds instead of --quota")
@@ -101,12 +107,16 @@ def run(args: argparse.Namespace) -> int:
     by = None if not args.by else (args.by[0] if len(args.by) == 1 else args.by)
     quota, lower, upper = parse_quota(args.quota), parse_quota(args.lower), parse_quota(args.upper)
     if args.method == "exact":
-        eq = HungarianEqualizer(quota=quota, by=by, lower=lower, upper=upper, objective=args.objective, model=args.model)
+        eq = HungarianEqualizer(
+            quota=quota, by=by, lower=lower, upper=upper, objective=args.objective, model=args.model
+        )
     elif args.method == "sinkhorn":
         if lower is not None or upper is not None:
             raise ConfigError("--method sinkhorn takes --quota, not --lower/--upper")
         if args.submission:
-            raise ConfigError("--method sinkhorn returns probabilities only; use exact or a greedy method for --submission")
+            raise ConfigError(
+                "--method sinkhorn returns probabilities only; use exact or a greedy method for --submission"
+            )
         eq = SinkhornEqualizer(quota=quota, by=by, model=args.model)
     else:
         eq = GreedyEqualizer(quota=quota, by=by, lower=lower, upper=upper, method=args.method, model=args.model)

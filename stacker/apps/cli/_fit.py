@@ -18,28 +18,54 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("table", help="labelled holdout prediction table (parquet)")
     p.add_argument("-o", "--output", required=True, help="bundle directory to write")
-    p.add_argument("-r", "--recipe", default=None,
-                   help="shipped recipe name (default, cmi-1st-place, fast, ...) or a TOML/YAML file")
-    p.add_argument("--class-weight", default=None,
-                   help="'balanced' or JSON mapping class name -> weight, e.g. '{\"LG-Nexus-5x\": 3}'")
+    p.add_argument(
+        "-r",
+        "--recipe",
+        default=None,
+        help="shipped recipe name (default, cmi-1st-place, fast, ...) or a TOML/YAML file",
+    )
+    p.add_argument(
+        "--class-weight",
+        default=None,
+        help="'balanced' or JSON mapping class name -> weight, e.g. '{\"LG-Nexus-5x\": 3}'",
+    )
     p.add_argument("-k", "--folds", type=int, default=5, help="cross-validation folds (default 5)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--combine", choices=["weights", "mean"], default="weights",
-                   help="learned member weights or equal averaging (default weights)")
-    p.add_argument("--features", choices=["log", "proba"], default="log",
-                   help="feed members log-probabilities or probabilities (default log)")
+    p.add_argument(
+        "--combine",
+        choices=["weights", "mean"],
+        default="weights",
+        help="learned member weights or equal averaging (default weights)",
+    )
+    p.add_argument(
+        "--features",
+        choices=["log", "proba"],
+        default="log",
+        help="feed members log-probabilities or probabilities (default log)",
+    )
     p.add_argument("-j", "--jobs", type=int, default=-1, help="parallel fits (default -1: all cores)")
     p.add_argument("--scheduler", default=None, help="Dask scheduler address tcp://HOST:PORT to run fits on")
-    p.add_argument("--tta-power", type=float, default=None,
-                   help="power mean of each image's TTA views before fitting (1 arithmetic, 0 geometric); "
-                   "default: the recipe's tta_power, else every view is a row")
-    p.add_argument("--time-limit", default=None, metavar="SECONDS",
-                   help="time budget of the whole fit: members are fitted in the order of expected gain per "
-                   "second while they are expected to finish in time, the rest skipped (listed in the bundle); "
-                   "'none' for no budget; default: the recipe's (the default recipe has 90 s, 'best' none)")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                   help="where XGBoost, LightGBM (where its GPU build exists) and the Keras MLP members train "
-                   "(default cpu)")
+    p.add_argument(
+        "--tta-power",
+        type=float,
+        default=None,
+        help="power mean of each image's TTA views before fitting (1 arithmetic, 0 geometric); "
+        "default: the recipe's tta_power, else every view is a row",
+    )
+    p.add_argument(
+        "--time-limit",
+        default=None,
+        metavar="SECONDS",
+        help="time budget of the whole fit: members are fitted in the order of expected gain per "
+        "second while they are expected to finish in time, the rest skipped (listed in the bundle); "
+        "'none' for no budget; default: the recipe's (the default recipe has 90 s, 'best' none)",
+    )
+    p.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="where XGBoost, LightGBM (where its GPU build exists) and the Keras MLP members train (default cpu)",
+    )
     p.add_argument("--oof", default=None, help="also write the out-of-fold blend predictions (parquet)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_table_options(p)
@@ -83,16 +109,20 @@ def summary_line(blend, n_rows: int) -> str:
     limit = plan.get("time_limit")
     budget = f"budget {limit:g} s" if limit else "no budget"
     s = blend.scores_["blend"]["all"]
-    line = (f"fitted {len(blend.members_)} members ({len(blend.members_) * folds} member-folds) on {n_rows} rows, "
-            f"skipped {len(plan.get('skipped', []))}, {plan.get('seconds', 0):.1f} s ({budget}); "
-            f"out-of-fold accuracy {s['accuracy']:.4f}, log loss {s['log_loss']:.4f}")
+    line = (
+        f"fitted {len(blend.members_)} members ({len(blend.members_) * folds} member-folds) on {n_rows} rows, "
+        f"skipped {len(plan.get('skipped', []))}, {plan.get('seconds', 0):.1f} s ({budget}); "
+        f"out-of-fold accuracy {s['accuracy']:.4f}, log loss {s['log_loss']:.4f}"
+    )
     notes = []
     if plan.get("forced"):
         notes.append(f"the budget was too small for any member: fitted the cheapest anyway, {plan['forced']}")
     if plan.get("overruns"):
         worst = max(plan["overruns"], key=lambda o: o["past_budget"])
-        notes.append(f"{len(plan['overruns'])} fit(s) ended past the budget (latest {worst['member']} "
-                     f"by {worst['past_budget']:.1f} s)")
+        notes.append(
+            f"{len(plan['overruns'])} fit(s) ended past the budget (latest {worst['member']} "
+            f"by {worst['past_budget']:.1f} s)"
+        )
     return line + "".join(f"\n  note: {n}" for n in notes)
 
 
@@ -102,24 +132,39 @@ def run(args: argparse.Namespace) -> int:
 
     table = read_table(args.table, renormalize=args.renormalize, atol=args.atol)
     blend = Blend(
-        recipe=args.recipe, class_weight=parse_class_weight(args.class_weight), n_folds=args.folds,
-        seed=args.seed, combine=args.combine, features=args.features, n_jobs=args.jobs,
-        scheduler=args.scheduler, progress=not args.no_progress, tta_power=args.tta_power,
-        time_limit=parse_time_limit(args.time_limit), device=args.device,
+        recipe=args.recipe,
+        class_weight=parse_class_weight(args.class_weight),
+        n_folds=args.folds,
+        seed=args.seed,
+        combine=args.combine,
+        features=args.features,
+        n_jobs=args.jobs,
+        scheduler=args.scheduler,
+        progress=not args.no_progress,
+        tta_power=args.tta_power,
+        time_limit=parse_time_limit(args.time_limit),
+        device=args.device,
     ).fit(table)
     blend.save(args.output)
     if args.oof:
         write_table(blend.oof_, args.oof)
     s = blend.scores_["blend"]
     print(summary_line(blend, len(table)))
-    print(f"recipe {blend.recipe_.name!r}: {len(blend.members_)} of {blend.recipe_.n_members} members "
-          f"x {args.folds} folds")
+    print(
+        f"recipe {blend.recipe_.name!r}: {len(blend.members_)} of {blend.recipe_.n_members} members "
+        f"x {args.folds} folds"
+    )
     for part in ("all", "unaltered", "manipulated"):
         if s.get(part):
-            print(f"  out-of-fold {part:<12} accuracy {s[part]['accuracy']:.4f}  log loss {s[part]['log_loss']:.4f}"
-                  f"  ({s[part]['n']} rows)")
+            print(
+                f"  out-of-fold {part:<12} accuracy {s[part]['accuracy']:.4f}  log loss {s[part]['log_loss']:.4f}"
+                f"  ({s[part]['n']} rows)"
+            )
     used = [(m.name, w) for m, w in zip(blend.members_, blend.weights_) if w > 0]
-    print(f"  {len(used)} members with weight: " + ", ".join(f"{n} {w:.2f}" for n, w in used[:10])
-          + (" ..." if len(used) > 10 else ""))
+    print(
+        f"  {len(used)} members with weight: "
+        + ", ".join(f"{n} {w:.2f}" for n, w in used[:10])
+        + (" ..." if len(used) > 10 else "")
+    )
     print(f"wrote bundle {args.output}")
     return 0

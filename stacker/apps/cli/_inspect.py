@@ -23,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stacker.files import jsonable
     from stacker.apps.summary import format_summary, summarize
+    from stacker.files import jsonable
     from stacker.table import read_table
 
     table = read_table(args.table, renormalize=args.renormalize, atol=args.atol)

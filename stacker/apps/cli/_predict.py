@@ -20,13 +20,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("table", help="prediction table to predict (parquet, CSV or .npz)")
     p.add_argument("-o", "--output", help="output prediction table (parquet, or CSV by its suffix)")
     p.add_argument("--submission", help="also write a submission CSV: one row per id with its class")
-    p.add_argument("--submission-columns", default="id,class", metavar="ID,CLASS",
-                   help="header of the submission's two columns (default: id,class)")
-    p.add_argument("--post", choices=["recipe", *POSTPROCESS], default="recipe",
-                   help="post-processing of the blend's probabilities: exact (hungarian) or greedy equalization, "
-                   "Sinkhorn scaling, or none; default: the recipe's postprocess setting (none if unset)")
-    p.add_argument("--by", default="auto",
-                   help="group column for the post-processing (default: manip when the table has it; 'none')")
+    p.add_argument(
+        "--submission-columns",
+        default="id,class",
+        metavar="ID,CLASS",
+        help="header of the submission's two columns (default: id,class)",
+    )
+    p.add_argument(
+        "--post",
+        choices=["recipe", *POSTPROCESS],
+        default="recipe",
+        help="post-processing of the blend's probabilities: exact (hungarian) or greedy equalization, "
+        "Sinkhorn scaling, or none; default: the recipe's postprocess setting (none if unset)",
+    )
+    p.add_argument(
+        "--by",
+        default="auto",
+        help="group column for the post-processing (default: manip when the table has it; 'none')",
+    )
     add_table_options(p)
     p.set_defaults(func=run)
 
@@ -43,8 +54,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("nothing to write: give -o/--output and/or --submission")
     columns = parse_columns(args.submission_columns)
     if not bundle.is_bundle(args.bundle) and bundle.is_bundle(args.table):
-        raise ConfigError(f"{args.bundle!r} is not a bundle but {args.table!r} is: the bundle comes first "
-                          "(stacker predict BUNDLE TABLE)")
+        raise ConfigError(
+            f"{args.bundle!r} is not a bundle but {args.table!r} is: the bundle comes first "
+            "(stacker predict BUNDLE TABLE)"
+        )
     step = bundle.load(args.bundle)
     table = read_table(args.table, renormalize=args.renormalize, atol=args.atol)
     out = step.transform(table)
@@ -66,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         write_submission(out, assigned, args.submission, columns=columns, source=args.table)
         written.append(args.submission)
     msg = f"wrote {', '.join(written)}: {len(out)} rows" + (
-        f", {post} post-processing by {by or 'all rows'}" if post else "")
+        f", {post} post-processing by {by or 'all rows'}" if post else ""
+    )
     if out.has_labels:
         import numpy as np
 
@@ -75,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
         y = out.y
         known = y >= 0
         p = out.probs[known, 0]
-        msg += (f" (accuracy {np.mean(assigned[known] == y[known]):.4f}, log loss "
-                f"{metrics.log_loss(y[known], p):.4f} on {int(known.sum())} labelled rows)")
+        msg += (
+            f" (accuracy {np.mean(assigned[known] == y[known]):.4f}, log loss "
+            f"{metrics.log_loss(y[known], p):.4f} on {int(known.sum())} labelled rows)"
+        )
     print(msg)
     return 0

@@ -29,27 +29,44 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--journal", metavar="PATH", help="shorthand for --storage journal:PATH")
     p.add_argument("--study", default=None, help="study name (default 'stacker-tune')")
-    p.add_argument("--recipe", default=None, help="base recipe bounding the search: a shipped name or a file "
-                   "(default: the Blend's default)")
+    p.add_argument(
+        "--recipe",
+        default=None,
+        help="base recipe bounding the search: a shipped name or a file (default: the Blend's default)",
+    )
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of folds, members and resamples (default 0)")
-    p.add_argument("--postprocess", default=None,
-                   help="comma-separated choices among none,hungarian,greedy,sinkhorn (default: all available)")
+    p.add_argument(
+        "--postprocess",
+        default=None,
+        help="comma-separated choices among none,hungarian,greedy,sinkhorn (default: all available)",
+    )
     p.add_argument("--max-count", type=int, default=None, help="upper bound of every family's member count")
     p.add_argument("--no-class-weights", action="store_true", help="do not search per-class weights")
     p.add_argument("--resamples", type=int, default=10, help="balanced resamples of the OOF rows (default 10)")
     p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
-    p.add_argument("--max-trials", type=int, default=None,
-                   help="stop once the study (all workers) has this many finished trials")
-    p.add_argument("--trial-time-limit", type=float, default=None, metavar="SECONDS",
-                   help="time budget of each trial's Blend fit (default: none)")
+    p.add_argument(
+        "--max-trials", type=int, default=None, help="stop once the study (all workers) has this many finished trials"
+    )
+    p.add_argument(
+        "--trial-time-limit",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="time budget of each trial's Blend fit (default: none)",
+    )
     p.add_argument("--n-jobs", type=int, default=-1, help="parallel member fits (default -1: all cores)")
     p.add_argument("--scheduler", default=None, help="tcp://HOST:PORT of a Dask scheduler to run the fits on")
     p.add_argument("--no-prune", action="store_true", help="do not prune trials behind the median")
     p.add_argument("--sampler-seed", type=int, default=None, help="seed of the TPE sampler (default unseeded)")
-    p.add_argument("--heartbeat", type=int, default=20, metavar="SECONDS",
-                   help="heartbeat of running trials in SQLite/PostgreSQL: a trial whose process died is "
-                   "failed after two beats and retried once (default 20; 0: off)")
+    p.add_argument(
+        "--heartbeat",
+        type=int,
+        default=20,
+        metavar="SECONDS",
+        help="heartbeat of running trials in SQLite/PostgreSQL: a trial whose process died is "
+        "failed after two beats and retried once (default 20; 0: off)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no line per trial")
     add_table_options(p)
     p.set_defaults(func=run)
