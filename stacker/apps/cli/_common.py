@@ -19,3 +19,25 @@ def add_table_options(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_ATOL,
         help=f"tolerance on |row sum - 1| per model (default {DEFAULT_ATOL:g})",
     )
+
+
+def add_output_options(p: argparse.ArgumentParser, output_help: str, default_columns: str) -> None:
+    """``-o/--output`` (a table) and ``--submission`` (the id,class CSV), at least one of them required."""
+    p.add_argument("-o", "--output", help=output_help)
+    p.add_argument("--submission", help="also write a submission CSV: one row per id with its class")
+    p.add_argument(
+        "--submission-columns",
+        default=default_columns,
+        metavar="ID,CLASS",
+        help=f"header of the submission's two columns (default: {default_columns})",
+    )
+
+
+def submission_columns(args: argparse.Namespace) -> tuple[str, str]:
+    """The submission header of :func:`add_output_options`, after checking that something is to be written."""
+    from stacker.errors import ConfigError
+    from stacker.submission import parse_columns
+
+    if not args.output and not args.submission:
+        raise ConfigError("nothing to write: give -o/--output and/or --submission")
+    return parse_columns(args.submission_columns)

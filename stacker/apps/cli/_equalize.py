@@ -21,7 +21,7 @@ import argparse
 import time
 from typing import Any
 
-from stacker.apps.cli._common import add_table_options
+from stacker.apps.cli._common import add_output_options, add_table_options, submission_columns
 from stacker.errors import ConfigError
 
 
@@ -67,14 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(or pick one with --model). Quota syntax: 264 | 0.1 | 264,264,... | CLASS=264,...",
     )
     p.add_argument("table", help="prediction table (parquet), usually the Blend's output")
-    p.add_argument("-o", "--output", help="equalized one-model table (parquet)")
-    p.add_argument("--submission", help="also write a Kaggle-style CSV: one row per id with its assigned class")
-    p.add_argument(
-        "--submission-columns",
-        default="fname,camera",
-        metavar="ID,CLASS",
-        help="header of the submission's two columns (default: fname,camera, the camera challenge's)",
-    )
+    add_output_options(p, "equalized one-model table (parquet)", "fname,camera")
     p.add_argument("--by", action="append", help="meta column to equalize within (repeatable), e.g. manip")
     p.add_argument("--quota", help="per-class quota: counts or proportions (see above); default equal shares")
     p.add_argument("--lower", help="per-class lower bounds instead of --quota")
@@ -96,13 +89,11 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from stacker.equalize import GreedyEqualizer, HungarianEqualizer
-    from stacker.submission import parse_columns, write_submission
+    from stacker.submission import write_submission
     from stacker.table import read_table, write_table
     from stacker.transforms import SinkhornEqualizer
 
-    if not args.output and not args.submission:
-        raise ConfigError("nothing to write: give -o/--output and/or --submission")
-    columns = parse_columns(args.submission_columns)
+    columns = submission_columns(args)
     table = read_table(args.table, renormalize=args.renormalize, atol=args.atol)
     by = None if not args.by else (args.by[0] if len(args.by) == 1 else args.by)
     quota, lower, upper = parse_quota(args.quota), parse_quota(args.lower), parse_quota(args.upper)

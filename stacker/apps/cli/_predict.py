@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from stacker.apps.cli._common import add_table_options
+from stacker.apps.cli._common import add_output_options, add_table_options, submission_columns
 from stacker.postprocess import POSTPROCESS
 
 
@@ -18,14 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("bundle", help="bundle directory written by 'stacker fit' (or a saved Chain)")
     p.add_argument("table", help="prediction table to predict (parquet, CSV or .npz)")
-    p.add_argument("-o", "--output", help="output prediction table (parquet, or CSV by its suffix)")
-    p.add_argument("--submission", help="also write a submission CSV: one row per id with its class")
-    p.add_argument(
-        "--submission-columns",
-        default="id,class",
-        metavar="ID,CLASS",
-        help="header of the submission's two columns (default: id,class)",
-    )
+    add_output_options(p, "output prediction table (parquet, or CSV by its suffix)", "id,class")
     p.add_argument(
         "--post",
         choices=["recipe", *POSTPROCESS],
@@ -47,12 +40,10 @@ def run(args: argparse.Namespace) -> int:
     from stacker.blend import Blend
     from stacker.errors import ConfigError
     from stacker.postprocess import apply_postprocess, resolve_by
-    from stacker.submission import parse_columns, write_submission
+    from stacker.submission import write_submission
     from stacker.table import read_table, write_table
 
-    if not args.output and not args.submission:
-        raise ConfigError("nothing to write: give -o/--output and/or --submission")
-    columns = parse_columns(args.submission_columns)
+    columns = submission_columns(args)
     if not bundle.is_bundle(args.bundle) and bundle.is_bundle(args.table):
         raise ConfigError(
             f"{args.bundle!r} is not a bundle but {args.table!r} is: the bundle comes first "
