@@ -308,7 +308,10 @@ def scan_files(paths: Iterable[str | os.PathLike[str]], *, jobs: int | None = 1,
             bar.update()
     else:
         chunk = max(1, min(64, len(paths) // (jobs * 8) or 1))
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        from stacker.parallel import watch_parent
+
+        # Workers exit when this process dies, even by kill -9 (see stacker.parallel.watch_parent).
+        with ProcessPoolExecutor(max_workers=jobs, initializer=watch_parent, initargs=(os.getpid(),)) as pool:
             for row in pool.map(scan_file, paths, chunksize=chunk):
                 rows.append(row)
                 bar.update()

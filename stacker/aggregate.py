@@ -44,7 +44,9 @@ def _transform(x: np.ndarray, p: float, eps: float) -> np.ndarray:
     if abs(p) < GEOMETRIC_TOL:
         return np.log(np.clip(x, eps, None))
     if p < 0:
-        return np.clip(x, eps, None) ** p
+        # eps ** p overflows float64 once p < -20 (1e-15 ** -21 = 1e315): raise the floor so that no
+        # power exceeds 1e300; the mean is then finite and its inverse power well defined.
+        return np.clip(x, max(eps, 10.0 ** (300.0 / p)), None) ** p
     return x**p
 
 

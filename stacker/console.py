@@ -17,14 +17,27 @@ def run_command(prog: str, args: argparse.Namespace, *, interrupt_hint: str = ""
     Shared by the ``stacker``, ``level1`` and ``holdout`` console scripts, so every
     command reports errors the same way.  Tracebacks are kept for real bugs.
     """
+    import os
     import sys
 
     from stacker.errors import StackerError
 
     try:
         return int(args.func(args) or 0)
-    except (StackerError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+    except BrokenPipeError:
+        # The reader went away (`stacker inspect ... | head -1`): stop quietly, as other Unix tools do.
+        # stdout is pointed at /dev/null so the interpreter's final flush does not fail too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except StackerError as exc:
         print(f"{prog} {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, permission denied, missing file, read-only file system...
+        reason = exc.strerror or str(exc)
+        if getattr(exc, "filename", None):
+            reason = f"{exc.filename!r}: {reason}"
+        print(f"{prog} {args.command}: error: {reason}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog} {args.command}: interrupted{interrupt_hint}", file=sys.stderr)

@@ -148,17 +148,24 @@ def _check_probs(P: np.ndarray, *, what: str = "probabilities", scan: bool = Tru
 
 
 def _check_bounds(lower: Any, upper: Any, n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    lo = np.asarray(lower)
-    up = np.asarray(upper)
-    for name, b in (("lower", lo), ("upper", up)):
+    bounds = []
+    for name, raw in (("lower", lower), ("upper", upper)):
+        try:
+            b = np.asarray(raw, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"{name} quotas must be numbers, got {raw!r}") from None
         if b.shape != (k,):
             raise ConfigError(f"{name} quotas: expected {k} values, got shape {b.shape}")
-        if not np.all(np.isfinite(b.astype(np.float64))) or np.any(b != np.round(b)):
+        if not np.all(np.isfinite(b)) or np.any(b != np.round(b)):
             raise ConfigError(f"{name} quotas must be whole numbers, got {b.tolist()}")
         if np.any(b < 0):
             raise ConfigError(f"negative {name} quota: {b.tolist()}")
-    lo = lo.astype(np.int64)
-    up = up.astype(np.int64)
+        bounds.append(b)
+    if np.any(bounds[0] > n):
+        raise ConfigError(f"a lower quota ({bounds[0].max():.0f}) asks for more rows than there are ({n})")
+    # No class can take more than n rows: clip before the int64 cast, so huge bounds cannot overflow the sums.
+    lo = bounds[0].astype(np.int64)
+    up = np.minimum(bounds[1], n).astype(np.int64)
     if np.any(lo > up):
         k0 = int(np.flatnonzero(lo > up)[0])
         raise ConfigError(f"lower quota {lo[k0]} exceeds upper quota {up[k0]} for class {k0}")
@@ -198,9 +205,9 @@ def resolve_quota(
     else:
         values = _per_class(quota, classes, "quota")
         if np.all(values == np.round(values)) and not _looks_like_proportions(values, n):
+            if values.sum() != n:  # in floats: counts near 2**63 must not overflow before the check
+                raise ConfigError(f"quotas sum to {values.sum():.0f} but the group{where} has {n} rows")
             lo = up = values.astype(np.int64)
-            if lo.sum() != n:
-                raise ConfigError(f"quotas sum to {int(lo.sum())} but the group{where} has {n} rows")
         else:
             if abs(values.sum() - 1.0) > 1e-6:
                 raise ConfigError(f"quota proportions sum to {values.sum():g}, not 1 (counts must be whole numbers)")
@@ -217,6 +224,16 @@ def _looks_like_proportions(values: np.ndarray, n: int) -> bool:
     return bool(abs(values.sum() - 1.0) < 1e-9 and n != 1)
 
 
+def _numbers(values: list[Any], name: str) -> np.ndarray:
+    bad = [v for v in values if isinstance(v, (bool, str, bytes)) or not isinstance(v, (int, float, np.number))]
+    if bad:
+        raise ConfigError(f"{name} values must be numbers, got {bad[0]!r}")
+    try:
+        return np.array([float(v) for v in values], dtype=np.float64)
+    except OverflowError:  # an int too large for a float
+        raise ConfigError(f"{name} has a value too large: {max(values)!r}") from None
+
+
 def _per_class(spec: Any, classes: Sequence[str], name: str) -> np.ndarray:
     k = len(classes)
     if isinstance(spec, Mapping):
@@ -226,11 +243,11 @@ def _per_class(spec: Any, classes: Sequence[str], name: str) -> np.ndarray:
         missing = [c for c in classes if c not in spec]
         if missing:
             raise ConfigError(f"{name} lacks classes {missing}")
-        values = np.array([float(spec[c]) for c in classes])
+        values = _numbers([spec[c] for c in classes], name)
     elif np.ndim(spec) == 0:
-        values = np.full(k, float(spec))
+        values = np.full(k, _numbers([spec], name)[0])
     else:
-        values = np.asarray(spec, dtype=np.float64).ravel()
+        values = _numbers(list(np.asarray(spec, dtype=object).ravel()), name)
         if values.shape != (k,):
             raise ConfigError(f"{name}: expected {k} values (one per class), got {values.size}")
     if not np.all(np.isfinite(values)):
@@ -244,7 +261,9 @@ def _as_counts(spec, n, classes, name, rounding, where) -> np.ndarray:
     """Bounds as counts (whole numbers) or proportions (any fraction; rounded outwards)."""
     values = _per_class(spec, classes, name)
     if np.all(values == np.round(values)):
-        return values.astype(np.int64)
+        if name == "lower" and values.max() > n:
+            raise ConfigError(f"a lower quota of {values.max():.0f} rows exceeds the group{where}'s {n} rows")
+        return np.minimum(values, n).astype(np.int64)  # no class takes more than n rows; no int64 overflow
     if np.any(values > 1):
         raise ConfigError(f"{name} bounds{where} mix proportions and counts: {values.tolist()}")
     nudge = 1e-9 if rounding is math.floor else -1e-9

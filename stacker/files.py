@@ -15,20 +15,66 @@ from typing import Any
 __all__ = ["atomic_path", "atomic_dir", "atomic_write_text", "jsonable"]
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _prefix(target: Path) -> str:
+    # The writer's pid is in the name, so a later write can tell a dead writer's leftovers from a live one's.
+    return f".{target.name}.{os.getpid()}."
+
+
+def _clean_leftovers(target: Path) -> None:
+    """Remove temporary files and directories that killed writers of ``target`` left beside it."""
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return
+    head = f".{target.name}."
+    for entry in entries:
+        name = entry.name
+        if not name.startswith(head) or not (name.endswith(".tmp") or ".old-" in name):
+            continue
+        pid = name[len(head) :].split(".", 1)[0].replace("old-", "")
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
     On any exception the temporary file is removed and ``path`` is untouched, so a
-    crash mid-write never leaves a half-written output behind.
+    crash mid-write never leaves a half-written output behind; what a killed writer
+    left is removed at the next write of the same path.  The file gets the
+    permissions the umask gives a new file (``mkstemp`` alone would make it 0600).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    _clean_leftovers(target)
+    fd, tmp = tempfile.mkstemp(prefix=_prefix(target), suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -46,9 +92,11 @@ def atomic_dir(path: str | os.PathLike[str], *, overwrite: bool = True) -> Itera
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    _clean_leftovers(target)
+    tmp = Path(tempfile.mkdtemp(prefix=_prefix(target), suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)

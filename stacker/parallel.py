@@ -14,6 +14,8 @@ runs ``n_jobs`` tasks side by side, so two cores are never oversubscribed.
 from __future__ import annotations
 
 import importlib
+import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from stacker.errors import ConfigError
+from stacker.files import _alive as _pid_alive
 
 __all__ = [
     "fit_member_folds",
@@ -30,6 +33,7 @@ __all__ = [
     "member_tasks",
     "fits_jointly",
     "task_seed",
+    "watch_parent",
 ]
 
 
@@ -127,14 +131,45 @@ def run_tasks(
         for key, kwargs in tasks:
             yield _call(key, fn, kwargs, shared)
     else:
-        from joblib import Parallel, delayed
+        from joblib import Parallel, delayed, parallel_config
 
         # batch_size=1 and pre_dispatch=n_jobs: a task is taken from the iterator only when a
         # worker frees, so the planner's decision uses the clock and calibration of that moment.
-        par = Parallel(
-            n_jobs=n_jobs, return_as="generator_unordered", max_nbytes="1M", batch_size=1, pre_dispatch="n_jobs"
-        )
+        # Every loky worker watches this process from its start, so a kill -9 leaves none behind.
+        with parallel_config(backend="loky", initializer=watch_parent, initargs=(os.getpid(),)):
+            par = Parallel(
+                n_jobs=n_jobs, return_as="generator_unordered", max_nbytes="1M", batch_size=1, pre_dispatch="n_jobs"
+            )
         yield from par(delayed(_call)(key, fn, kw, shared) for key, kw in tasks)
+
+
+_WATCHED: set[int] = set()
+
+
+def watch_parent(parent: int, interval: float = 0.5) -> None:
+    """In a worker process started by ``parent``: exit within ``interval`` seconds once ``parent`` is gone.
+
+    A ``kill -9`` of ``stacker fit`` gives its joblib/loky (or process-pool) workers no chance to be told;
+    without this they linger, holding gigabytes, until loky's idle timeout or forever.  A thread polls
+    ``os.getppid()``, which changes when the parent dies and the worker is re-parented.  Nothing is
+    watched in the parent itself, or in a process that ``parent`` did not start (a Dask worker).
+    Idempotent per process; usable as a ``ProcessPoolExecutor`` initializer.
+    """
+    if os.getpid() == parent or parent in _WATCHED:
+        return
+    if os.getppid() != parent:
+        if not _pid_alive(parent):  # orphaned before this ran (the parent was killed while we started)
+            os._exit(1)
+        return  # started by someone else (a Dask worker): not ours to stop
+    _WATCHED.add(parent)
+
+    def run() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=run, name="stacker-watch-parent", daemon=True).start()
 
 
 def _run_dask(fn, tasks, shared, scheduler: str) -> Iterator[tuple[Any, Any]]:

@@ -46,6 +46,7 @@ from stacker.errors import (
     LabelError,
     ProbabilityError,
     SchemaError,
+    TableError,
     TableReadError,
 )
 from stacker.files import atomic_path
@@ -89,6 +90,10 @@ PROB_FLOOR = 1e-15
 def prob_column(model: str, cls: str) -> str:
     """Name of the column holding ``P(cls)`` under ``model``."""
     return f"{model}{SEP}{cls}"
+
+
+#: What pandas may infer for a valid id column.
+_ID_KINDS = ("string", "unicode", "integer", "mixed-integer", "floating", "mixed-integer-float", "empty")
 
 
 def _first_rows(mask: Any) -> np.ndarray:
@@ -317,6 +322,18 @@ class PredictionTable:
         null_id = self.meta[ID].isna().to_numpy()
         if null_id.any():
             raise SchemaError("null image ids", path=src, column=ID, rows=_first_rows(null_id))
+        ids = self.meta[ID]
+        kind = pd.api.types.infer_dtype(ids, skipna=False)
+        if kind not in _ID_KINDS:  # lists, dicts, bytes, booleans: not hashable or not an image name
+            ok = ids.map(lambda v: isinstance(v, (str, int, float, np.number)) and not isinstance(v, bool))
+            rows = np.flatnonzero(~ok.to_numpy())
+            found = type(ids.iloc[rows[0]]).__name__ if len(rows) else kind
+            raise SchemaError(
+                f"image ids must be strings or integers, found {found}",
+                path=src,
+                column=ID,
+                rows=rows if len(rows) else None,
+            )
 
         self._validate_probs(renormalize=renormalize, atol=atol)
 
@@ -355,7 +372,8 @@ class PredictionTable:
             meta[VIEW] = meta[VIEW].astype(str)
         if FOLD in meta.columns:
             f = pd.to_numeric(meta[FOLD], errors="coerce")
-            bad = (meta[FOLD].notna() & (f.isna() | (f != np.round(f)) | (f < 0))).to_numpy()
+            out_of_range = ~np.isfinite(f.fillna(0).to_numpy(dtype=np.float64)) | (f.fillna(0) > 2**31 - 1).to_numpy()
+            bad = (meta[FOLD].notna() & (f.isna() | (f != np.round(f)) | (f < 0))).to_numpy() | out_of_range
             if bad.any():
                 rows = _first_rows(bad)
                 raise SchemaError(
@@ -588,8 +606,11 @@ def _parse_metadata(raw: dict[bytes, bytes] | None, source: str) -> dict[str, An
         return None
     try:
         meta = json.loads(raw[METADATA_KEY])
-    except ValueError as exc:
-        raise TableReadError(f"the 'stacker' metadata is not valid JSON ({exc})", path=source) from None
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise TableReadError(f"the 'stacker' metadata is not valid JSON ({reason})", path=source) from None
+    if not isinstance(meta, dict):
+        raise TableReadError(f"the 'stacker' metadata is not a JSON object (got {type(meta).__name__})", path=source)
     version = meta.get("schema_version")
     if not isinstance(version, int) or version > SCHEMA_VERSION or version < 1:
         raise TableReadError(
@@ -597,8 +618,8 @@ def _parse_metadata(raw: dict[bytes, bytes] | None, source: str) -> dict[str, An
             path=source,
         )
     for key in ("classes", "models"):
-        if not isinstance(meta.get(key), list):
-            raise TableReadError(f"the 'stacker' metadata lacks a {key!r} list", path=source)
+        if not isinstance(meta.get(key), list) or not all(isinstance(v, str) for v in meta[key]):
+            raise TableReadError(f"the 'stacker' metadata lacks a {key!r} list of names", path=source)
     return meta
 
 
@@ -674,7 +695,7 @@ def read_table(
     except Exception as exc:
         raise TableReadError(f"not a readable parquet file, or truncated ({exc})", path=source) from None
     meta = _parse_metadata(arrow.schema.metadata, source)
-    frame = arrow.to_pandas()
+    frame = _to_pandas(arrow, source)
     return PredictionTable.from_frame(
         frame,
         classes=meta["classes"] if meta else None,
@@ -683,6 +704,26 @@ def read_table(
         renormalize=renormalize,
         atol=atol,
     )
+
+
+def _to_pandas(arrow: Any, source: str) -> pd.DataFrame:
+    """The arrow table as a DataFrame; pandas' own metadata (index, dtypes) is only a hint, so a malformed
+    one is dropped rather than trusted, and undecodable strings are a typed error."""
+    import pyarrow as pa
+
+    for field in arrow.schema:
+        if pa.types.is_nested(field.type) or pa.types.is_dictionary(field.type) and field.name == ID:
+            raise SchemaError(
+                f"column of type {field.type}: values must be numbers or strings", path=source, column=field.name
+            )
+    try:
+        return arrow.to_pandas()
+    except (pa.ArrowException, ValueError, TypeError, KeyError, IndexError, RecursionError):
+        pass
+    try:
+        return arrow.replace_schema_metadata(None).to_pandas()
+    except (pa.ArrowException, ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise TableReadError(f"columns cannot be decoded ({exc})", path=source) from None
 
 
 _INT_ID = r"-?(0|[1-9][0-9]{0,17})"
@@ -823,6 +864,17 @@ def write_table(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    # One rule for reading and writing: what read_table would refuse is never written.
+    try:
+        PredictionTable(table.meta, table.probs, table.classes, table.models, source=str(path))
+    except TableError as exc:
+        raise type(exc)(
+            f"not written, the reader would refuse it: {exc.reason}",
+            path=str(path),
+            column=exc.column,
+            rows=exc.rows,
+            ids=exc.ids,
+        ) from None
     frame = table.to_frame()
     if dtype != "float64":
         cols = table.columns()

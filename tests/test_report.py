@@ -112,3 +112,15 @@ def test_report_refuses_a_modified_oof_table(fitted, tmp_path):
     write_table(table.take(np.arange(len(table) - 1)), bundle / "oof.parquet")
     with pytest.raises(BundleError, match="oof.parquet"):
         build_report(bundle)
+
+
+def test_hostile_class_names_neither_crash_the_figures_nor_break_the_data_block(tmp_path):
+    """'$' would start matplotlib mathtext; '<!--<script>' and '<script>' would confuse the JSON island."""
+    classes = ["a$b", "<!--<script>", "<script>x", "plain"]  # ('/' is not allowed in class names)
+    holdout = make_table(n_images=80, models=("m1", "m2"), classes=classes, seed=3, n_folds=None)
+    blend = Blend(recipe={"name": "t", "families": {"pool": {"count": 1}}}, n_folds=2, n_jobs=1).fit(holdout)
+    blend.save(tmp_path / "bundle")
+    text, data = build_report(tmp_path / "bundle")
+    assert "<!--<script>" not in text and "<script>x" not in text
+    assert text.count("</script>") == 1  # the data block's own end, nothing inside it
+    assert _data(text)["classes"] == classes == data["classes"]

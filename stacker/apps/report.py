@@ -47,6 +47,8 @@ def _plt():
     import matplotlib
 
     matplotlib.use("Agg", force=True)
+    # Class and model names are text, not TeX: a '$' in a name must not start mathtext (it would fail).
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt
@@ -394,7 +396,9 @@ def _render(title: str, data: dict[str, Any], figures: dict[str, str]) -> str:
                 f"<figure id='fig-{fid}'><img alt='{fid}' src='data:image/png;base64,{figures[fid]}'/>"
                 f"<figcaption>{_CAPTIONS[fid]}</figcaption></figure>"
             )
-    payload = json.dumps(data).replace("</", "<\\/")
+    # Inside <script> a "</script" or "<!--" in a class name would end or confuse the block: escape every <, >
+    # and & as JSON unicode escapes, which JSON.parse reads back unchanged.
+    payload = json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
         "table.scores{border-collapse:collapse;font-size:13px}"

@@ -18,6 +18,7 @@ floor and ceiling and the data decide which classes take the extra rows.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from typing import Any
 
@@ -41,6 +42,8 @@ def parse_quota(text: str | None) -> Any:
             raise ConfigError(
                 f"quota value {s!r} is not a number (syntax: 264 | 264,260,... | CLASS=264,...)"
             ) from None
+        if not math.isfinite(v) or v < 0:
+            raise ConfigError(f"quota value {s!r} must be a finite number, not negative")
         return int(v) if v == int(v) and "." not in s and "e" not in s.lower() else v
 
     if any("=" in p for p in parts):
