@@ -302,6 +302,29 @@ def test_pruning_reports_every_fold(table):
     assert len(study.trials) == 4
 
 
+def _wait_until_stale(db, numbers, grace: float, timeout: float = 60.0) -> None:
+    """Wait until the killed trials' last heartbeats are older than the grace period (twice the interval).
+
+    The resumed worker fails exactly the trials Optuna finds stale; waiting on the recorded heartbeats,
+    not on a fixed sleep, keeps the test right on a loaded machine.
+    """
+    import datetime
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            rows = con.execute(
+                "SELECT t.number, h.heartbeat FROM trials t JOIN trial_heartbeats h ON h.trial_id = t.trial_id"
+            ).fetchall()
+            (now,) = con.execute("SELECT CURRENT_TIMESTAMP").fetchone()  # the clock Optuna compares with
+        beats = [datetime.datetime.fromisoformat(str(b)) for n, b in rows if n in numbers]
+        now = datetime.datetime.fromisoformat(str(now))
+        if all((now - b).total_seconds() > grace + 1.0 for b in beats):  # CURRENT_TIMESTAMP has whole seconds
+            return
+        time.sleep(0.2)
+    pytest.fail("the killed trials' heartbeats did not go stale")
+
+
 @pytest.mark.slow
 def test_sqlite_study_survives_kill_9_and_resumes(tmp_path, files):
     holdout, recipe = files
@@ -340,7 +363,7 @@ def test_sqlite_study_survives_kill_9_and_resumes(tmp_path, files):
     before = {t.number: t.value for t in trials if t.state in DONE}
     running = [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING]
     assert len(before) >= 2
-    time.sleep(2.5)  # two heartbeats: the killed trial is now stale
+    _wait_until_stale(db, running, grace=2.0)
     res = subprocess.run(
         [
             sys.executable,

@@ -1,0 +1,289 @@
+"""Hostile and faulty inputs: a typed one-line error or a correct result, never a traceback or a silent answer."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import make_table
+from stacker.apps.cli import main
+from stacker.cv import grouped_folds
+from stacker.equalize import HungarianEqualizer, solve_assignment
+from stacker.errors import ConfigError, StackerError, TableError
+from stacker.files import atomic_path
+from stacker.table import read_table, write_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _parquet(table, path, metadata: dict[bytes, bytes] | None = None, frame: pd.DataFrame | None = None):
+    arrow = pa.Table.from_pandas(table.to_frame() if frame is None else frame, preserve_index=False)
+    if metadata is not None:
+        arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), **metadata})
+    pq.write_table(arrow, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b"[1, 2]", "not a JSON object"),
+        (b'"text"', "not a JSON object"),
+        (b"[" * 50_000 + b"]" * 50_000, "nested too deeply"),
+        (b'{"schema_version": 1, "classes": [1, 2], "models": ["m"]}', "list of names"),
+        (b"{not json", "not valid JSON"),
+    ],
+)
+def test_malformed_stacker_metadata_is_a_typed_error(tmp_path, raw, message):
+    path = _parquet(make_table(n_images=10), tmp_path / "t.parquet", {b"stacker": raw})
+    with pytest.raises(TableError, match=message):
+        read_table(path)
+
+
+def test_malformed_pandas_metadata_is_ignored_not_trusted(tmp_path):
+    table = make_table(n_images=10)
+    path = _parquet(table, tmp_path / "t.parquet", {b"pandas": b'{"index_columns": [{"kind": 5}], "columns": 7}'})
+    np.testing.assert_array_equal(read_table(path).probs, table.probs)
+
+
+@pytest.mark.parametrize("fold", [np.inf, 1e20, -1.0, 0.5])
+def test_impossible_folds_are_refused(tmp_path, fold):
+    frame = make_table(n_images=10).to_frame()
+    frame["fold"] = frame["fold"].astype("float64")
+    frame.loc[3, "fold"] = fold
+    with pytest.raises(TableError, match="fold") as err:
+        read_table(_parquet(None, tmp_path / "t.parquet", frame=frame))
+    assert err.value.rows == [3]
+
+
+def test_ids_that_are_lists_or_structs_are_refused(tmp_path):
+    frame = make_table(n_images=6).to_frame()
+    for value in ([1, 2], {"a": 1}):
+        bad = frame.copy()
+        bad["id"] = [value] * len(bad)
+        with pytest.raises(TableError, match="id"):
+            read_table(_parquet(None, tmp_path / "t.parquet", frame=bad))
+
+
+def test_nan_atol_and_overflowing_renormalize(tmp_path):
+    table = make_table(n_images=10)
+    path = write_table(table, tmp_path / "t.parquet")
+    with pytest.raises(ConfigError, match="atol"):
+        read_table(path, atol=float("nan"))
+    frame = table.to_frame()
+    cols = [c for c in frame.columns if c.startswith("cnn-a/")]
+    frame.loc[0, cols] = 1e308  # finite values whose row sum overflows
+    out = read_table(_parquet(None, tmp_path / "big.parquet", frame=frame), renormalize=True)
+    np.testing.assert_allclose(out.probs[0, 0], np.full(len(cols), 1 / len(cols)))
+
+
+def test_write_table_refuses_what_read_table_would_refuse(tmp_path):
+    table = make_table(n_images=10)
+    bad = table.replace(
+        probs=np.where(np.arange(table.probs.size).reshape(table.probs.shape) == 0, np.nan, table.probs)
+    )
+    with pytest.raises(TableError, match="not written") as err:
+        write_table(bad, tmp_path / "bad.parquet")
+    assert err.value.rows == [0] and not (tmp_path / "bad.parquet").exists()
+
+
+def test_aggregate_with_a_very_negative_power_reads_back(tmp_path):
+    table = make_table(n_images=20, views=("identity", "flip"))
+    frame = table.to_frame()
+    frame.loc[0, [c for c in frame.columns if c.startswith("cnn-a/")]] = [1.0] + [0.0] * 9
+    write_table(read_table(_parquet(None, tmp_path / "t.parquet", frame=frame)), tmp_path / "in.parquet")
+    assert main(["aggregate", str(tmp_path / "in.parquet"), "-p", "-25", "-o", str(tmp_path / "out.parquet")]) == 0
+    assert np.isfinite(read_table(tmp_path / "out.parquet").probs).all()
+
+
+# ---------------------------------------------------------------------- quotas
+@pytest.mark.parametrize("quota", ["nan", "inf", "1e400", "abc", "HTC-1-M7=x", "-1"])
+def test_bad_cli_quotas_are_one_line(tmp_path, capsys, quota):
+    path = write_table(make_table(n_images=20), tmp_path / "t.parquet")
+    assert main(["equalize", str(path), "--quota", quota, "-o", str(tmp_path / "o.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error:" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("kw", [{"quota": 2**62}, {"lower": [0] * 10, "upper": [2**63] * 10}, {"quota": True}])
+def test_huge_or_odd_quotas_in_the_api(kw):
+    table = make_table(n_images=20)
+    try:
+        labels = HungarianEqualizer(**kw).fit_predict(table)
+    except ConfigError:
+        return
+    assert len(labels) == 20  # the upper bounds are only bounds: clipped to the group size
+
+
+# ---------------------------------------------------------------------- the equalizer's output
+def test_output_probabilities_are_the_prices_reweighting_and_argmax_is_the_assignment():
+    rng = np.random.default_rng(3)
+    P = rng.dirichlet(np.ones(6) * 0.3, size=300)
+    P[::7] = P[0]  # some exact ties between rows
+    eq = HungarianEqualizer()
+    out = eq.fit_transform(P)
+    assign = eq.assignment_
+    np.testing.assert_array_equal(np.argmax(out, axis=1), assign)
+    prices = np.asarray(eq.prices_["all"])
+    expected = P * np.exp(-prices)
+    expected /= expected.sum(axis=1, keepdims=True)
+    same = np.argmax(expected, axis=1) == assign  # rows not at a tie: exactly the reweighting
+    np.testing.assert_allclose(out[same], expected[same], rtol=1e-12)
+    flipped = P * np.exp(prices)  # the wrong sign would move rows away from their assignment
+    flipped /= flipped.sum(axis=1, keepdims=True)
+    assert not np.array_equal(np.argmax(flipped, axis=1), assign)
+    a, _ = solve_assignment(P, np.full(6, 50))
+    np.testing.assert_array_equal(a, assign)
+
+
+# ---------------------------------------------------------------------- folds
+def test_folds_change_with_the_seed_and_stay_grouped_and_stratified():
+    rng = np.random.default_rng(0)
+    n_images, k = 400, 4
+    image_y = rng.integers(0, k, n_images)
+    groups = np.repeat(np.arange(n_images), 3)  # three rows (views, manipulations) per image
+    y = image_y[groups]
+    a = grouped_folds(y, groups, 5, seed=1)
+    b = grouped_folds(y, groups, 5, seed=2)
+    assert not np.array_equal(a, b)
+    np.testing.assert_array_equal(a, grouped_folds(y, groups, 5, seed=1))
+    for folds in (a, b):
+        assert all(len(set(folds[groups == g])) == 1 for g in range(n_images))  # grouped
+        for c in range(k):  # stratified: each class spread evenly (images of class c per fold differ by <= 1)
+            per_fold = np.bincount(folds[::3][image_y == c], minlength=5)
+            assert per_fold.max() - per_fold.min() <= 1
+
+
+CIFAR = ROOT.parent / "shared" / "data" / "cifar10-5models" / "probs.parquet"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CIFAR.is_file(), reason="../shared/data/cifar10-5models is absent")
+def test_fast_blend_beats_the_best_model_and_the_geometric_mean_on_real_cifar_rows():
+    from stacker import Blend, metrics
+    from stacker.aggregate import aggregate_models
+
+    table = read_table(CIFAR)
+    sub = table.take(np.sort(np.random.default_rng(1).permutation(len(table))[:3000]))
+    blend = Blend("fast", n_folds=5, n_jobs=2).fit(sub)
+    y = sub.y
+    oof = blend.oof_.probs[:, 0]
+    best_single = max(metrics.accuracy(y, sub.probs[:, m]) for m in range(sub.n_models))
+    best_single_ll = min(metrics.log_loss(y, sub.probs[:, m]) for m in range(sub.n_models))
+    geo = aggregate_models(sub, 0.0)
+    assert metrics.accuracy(y, oof) > max(best_single, metrics.accuracy(y, geo))
+    assert metrics.log_loss(y, oof) < min(best_single_ll, metrics.log_loss(y, geo))
+
+
+# ---------------------------------------------------------------------- files and the OS
+def test_a_killed_writers_temp_file_is_removed_at_the_next_write(tmp_path):
+    target = tmp_path / "out.parquet"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    leftover = tmp_path / f".out.parquet.{int(dead.stdout)}.abc123.tmp"
+    leftover.write_bytes(b"half a table")
+    live = tmp_path / f".out.parquet.{os.getpid()}.zzz.tmp"  # this process: a write in progress, kept
+    live.write_bytes(b"")
+    write_table(make_table(n_images=5), target)
+    assert not leftover.exists() and live.exists() and target.exists()
+
+
+def test_outputs_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = write_table(make_table(n_images=5), tmp_path / "t.parquet")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        os.umask(0o077)
+        with atomic_path(tmp_path / "private.txt") as tmp:
+            tmp.write_text("x")
+        assert stat.S_IMODE((tmp_path / "private.txt").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+def test_permission_denied_is_one_line(tmp_path, capsys):
+    path = write_table(make_table(n_images=5), tmp_path / "t.parquet")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert main(["aggregate", str(path), "-p", "1", "-o", str(locked / "o.parquet")]) == 2
+        err = capsys.readouterr().err
+        assert "Permission denied" in err and err.count("\n") == 1
+    finally:
+        locked.chmod(0o700)
+
+
+def test_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+
+    path = write_table(make_table(n_images=5), tmp_path / "t.parquet")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "o.parquet"))
+
+    monkeypatch.setattr(pq, "write_table", full)
+    assert main(["aggregate", str(path), "-p", "1", "-o", str(tmp_path / "o.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and err.count("\n") == 1
+    assert not (tmp_path / "o.parquet").exists() and not list(tmp_path.glob(".o.parquet.*"))
+
+
+def test_a_closed_pipe_ends_a_command_quietly():
+    """`stacker inspect ... | head -1`: a command writing more than the pipe holds meets EPIPE."""
+    code = (
+        "import argparse, sys\n"
+        "from stacker.console import run_command\n"
+        "def func(args):\n"
+        "    for i in range(200_000):\n"
+        "        print(f'line {i} of a long report')\n"
+        "sys.exit(run_command('stacker', argparse.Namespace(func=func, command='inspect')))\n"
+    )
+    res = subprocess.run(["bash", "-c", f"{sys.executable} -c \"$CODE\" | head -1; echo rc=${{PIPESTATUS[0]}}"],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "CODE": code})
+    assert res.stdout.startswith("line 0") and "rc=0" in res.stdout
+    assert "Traceback" not in res.stderr and "BrokenPipe" not in res.stderr, res.stderr
+
+
+def test_every_error_of_a_fuzzed_table_is_typed(tmp_path):
+    """Random byte and metadata mutations of a valid file: read_table answers or raises a StackerError."""
+    hypothesis = pytest.importorskip("hypothesis")
+    from hypothesis import strategies as st
+
+    good = write_table(make_table(n_images=20), tmp_path / "good.parquet").read_bytes()
+    meta = json.dumps(make_table(n_images=2).metadata()).encode()
+
+    @hypothesis.settings(max_examples=60, deadline=None, derandomize=True)
+    @hypothesis.given(
+        flips=st.lists(st.tuples(st.integers(0, len(good) - 1), st.integers(0, 255)), max_size=8),
+        cut=st.one_of(st.none(), st.integers(0, len(good))),
+        raw=st.one_of(st.none(), st.binary(max_size=64), st.sampled_from([meta[:-3], meta.replace(b"1", b"-1")])),
+    )
+    def check(flips, cut, raw):
+        data = bytearray(good)
+        for i, v in flips:
+            data[i] = v
+        path = tmp_path / "fuzz.parquet"
+        path.write_bytes(bytes(data[:cut] if cut is not None else data))
+        if raw is not None:
+            try:
+                table = pq.read_table(path)
+                pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), b"stacker": raw}), path)
+            except Exception:
+                pass
+        try:
+            read_table(path)
+        except StackerError:
+            pass
+
+    check()
