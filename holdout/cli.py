@@ -25,7 +25,7 @@ def _progress(args) -> bool:
 def _cmd_scan(args) -> int:
     from holdout.scan import scan_dir, write_manifest
 
-    df = scan_dir(args.dir, jobs=args.jobs, progress=_progress(args))
+    df = scan_dir(args.dir, jobs=args.jobs, progress=_progress(args), follow_links=args.follow_links)
     write_manifest(df, args.output)
     bad = df[~df["ok"]]
     print(f"scanned {len(df)} files: {len(df) - len(bad)} readable, {len(bad)} not -> {args.output}")
@@ -157,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="manifest to write (parquet)")
     p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: all CPUs)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--follow-links",
+        action="store_true",
+        help="also scan symbolic links to files inside DIR (links are skipped by default)",
+    )
     p.set_defaults(func=_cmd_scan)
 
     p = sub.add_parser("filter", help="apply camera rules and remove exact and near duplicates")

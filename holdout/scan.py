@@ -195,32 +195,75 @@ def _orientation(value: Any) -> int | None:
     return v if 1 <= v <= 8 else None
 
 
-def _md5(path: str) -> tuple[str, int]:
-    h = hashlib.md5(usedforsecurity=False)  # a content fingerprint, not security
-    n = 0
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+#: Files larger than this are refused unread (a real camera JPEG is a few MB).
+MAX_FILE_BYTES = 256 * 2**20
+#: A JPEG must hold at least one byte per this many pixels its header claims (even a flat image needs
+#: about one byte per 8x8 block, 64 pixels); a header claiming far more is forged or truncated.
+JPEG_PIXELS_PER_BYTE = 1024
+
+
+def _read_regular(path: str) -> bytes:
+    """The bytes of a regular file, opened without blocking or following a link-swap race into a FIFO/device."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO opens at once instead of hanging
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = (
+                "a FIFO"
+                if stat.S_ISFIFO(st.st_mode)
+                else "a device"
+                if (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode))
+                else "not a regular file"
+            )
+            raise _Refused(f"{kind}: only regular files are scanned")
+        if st.st_size > MAX_FILE_BYTES:
+            raise _Refused(f"file of {st.st_size} bytes is larger than the {MAX_FILE_BYTES >> 20} MiB limit")
+        chunks, n = [], 0
+        while chunk := os.read(fd, 1 << 20):
             n += len(chunk)
-    return h.hexdigest(), n
+            if n > MAX_FILE_BYTES:  # grew while read
+                raise _Refused(f"file is larger than the {MAX_FILE_BYTES >> 20} MiB limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+class _Refused(Exception):
+    """A file the scan does not read (its reason is the row's error)."""
 
 
 def scan_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Scan one file into a manifest row (a dict with :data:`MANIFEST_COLUMNS`); never raises for bad files."""
     from PIL import Image, UnidentifiedImageError
 
+    import io
+
     path = str(path)
     row: dict[str, Any] = {c: "" for c in ("error", "format", "make", "model", "software", "md5", "phash", "dhash")}
     row.update(path=path, ok=False, has_exif=False, orientation=None, width=None, height=None, quality=None, n_bytes=0)
     try:
-        row["md5"], row["n_bytes"] = _md5(path)
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # os.walk gave undecodable bytes as surrogates: keep a printable name
+        row["path"] = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        row["error"] = "file name is not valid UTF-8"
+        return row
+    try:
+        data = _read_regular(path)
+    except _Refused as exc:
+        row["error"] = str(exc)
+        return row
     except OSError as exc:
         row["error"] = f"cannot read file: {exc.strerror or exc}"
         return row
+    row["md5"] = hashlib.md5(data, usedforsecurity=False).hexdigest()  # a content fingerprint, not security
+    row["n_bytes"] = len(data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow warns on odd EXIF; the row records what matters
         try:
-            with Image.open(path) as im:
+            with Image.open(io.BytesIO(data)) as im:
                 row["format"] = im.format or ""
                 row["width"], row["height"] = im.size
                 try:
@@ -235,6 +278,13 @@ def scan_file(path: str | os.PathLike[str]) -> dict[str, Any]:
                     row["error"] = f"unreadable EXIF: {exc}"
                 if im.format == "JPEG":
                     row["quality"] = estimate_jpeg_quality(getattr(im, "quantization", None) or {})
+                    claimed = im.size[0] * im.size[1]
+                    if claimed > JPEG_PIXELS_PER_BYTE * len(data):
+                        row["error"] = (
+                            f"header claims {im.size[0]}x{im.size[1]} pixels but the file holds only "
+                            f"{len(data)} bytes (forged or truncated)"
+                        )
+                        return row
                 # decode everything (truncation shows only here); DCT scaling keeps it cheap
                 im.draft("L", (64, 64))
                 im.load()
@@ -254,17 +304,37 @@ def scan_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return row
 
 
-def list_files(root: str | os.PathLike[str]) -> list[str]:
-    """Every regular file under ``root`` (recursive, hidden files and folders skipped), sorted."""
+def list_files(root: str | os.PathLike[str], *, follow_links: bool = False) -> list[str]:
+    """Every file under ``root`` (recursive, hidden files and folders skipped), sorted.
+
+    Symbolic links are left out unless ``follow_links`` (then only links to files inside ``root``);
+    FIFOs, devices and sockets are listed so that the scan reports them, but are never opened for
+    reading (:func:`scan_file` refuses anything but a regular file).
+    """
+    import stat
+
     root_path = Path(root)
     if not root_path.is_dir():
         from holdout.errors import HoldoutError
 
         raise HoldoutError(f"{root_path} is not a directory")
+    inside = os.path.realpath(root_path)
     out: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root_path):
+    for dirpath, dirnames, filenames in os.walk(root_path):  # never descends into linked folders
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out.extend(os.path.join(dirpath, f) for f in filenames if not f.startswith("."))
+        for f in filenames:
+            if f.startswith("."):
+                continue
+            p = os.path.join(dirpath, f)
+            try:
+                st = os.lstat(p)
+            except OSError:
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                target = os.path.realpath(p)
+                if not follow_links or os.path.commonpath([inside, target]) != inside:
+                    continue
+            out.append(p)
     return sorted(out)
 
 
@@ -319,9 +389,9 @@ def scan_files(paths: Iterable[str | os.PathLike[str]], *, jobs: int | None = 1,
     return _to_frame(rows)
 
 
-def scan_dir(root: str | os.PathLike[str], *, jobs: int | None = 1, progress: bool = False):
+def scan_dir(root: str | os.PathLike[str], *, jobs: int | None = 1, progress: bool = False, follow_links: bool = False):
     """Scan every file under ``root`` (see :func:`list_files` and :func:`scan_files`)."""
-    return scan_files(list_files(root), jobs=jobs, progress=progress)
+    return scan_files(list_files(root, follow_links=follow_links), jobs=jobs, progress=progress)
 
 
 def write_manifest(df, path: str | os.PathLike[str]) -> None:

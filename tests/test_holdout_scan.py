@@ -7,6 +7,7 @@ decodes the pixels independently to check sizes.
 from __future__ import annotations
 
 import io
+import os
 import shutil
 from pathlib import Path
 
@@ -300,3 +301,58 @@ def test_cli_end_to_end(exif_samples_dir, cmi_crops_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
     assert exc.value.code == 0
+
+
+# ---------------------------------------------------------------------- hostile folders
+def _jpeg(path, size=(16, 16)):
+    from PIL import Image
+
+    Image.new("RGB", size, (120, 80, 40)).save(path, "JPEG", quality=90)
+    return path
+
+
+def test_scan_never_opens_fifos_devices_or_links_out_of_the_tree(tmp_path):
+    """A FIFO named *.jpg hung the scan forever; a link to /dev/zero read without end."""
+    import threading
+
+    from holdout.scan import list_files, scan_dir, scan_file
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    _jpeg(root / "real.jpg")
+    os.mkfifo(root / "fifo.jpg")
+    (root / "zero.jpg").symlink_to("/dev/zero")
+    outside = _jpeg(tmp_path / "outside.jpg")
+    (root / "out.jpg").symlink_to(outside)
+    (root / "in.jpg").symlink_to(root / "real.jpg")
+    names = {os.path.basename(p) for p in list_files(root)}
+    assert names == {"real.jpg", "fifo.jpg"}  # links skipped; the FIFO listed, to be reported
+    assert {os.path.basename(p) for p in list_files(root, follow_links=True)} == {"real.jpg", "fifo.jpg", "in.jpg"}
+    result = {}
+    t = threading.Thread(target=lambda: result.update(df=scan_dir(root)), daemon=True)
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "the scan hung"
+    df = result["df"].set_index(result["df"]["path"].map(os.path.basename))
+    assert df.loc["real.jpg", "ok"] and not df.loc["fifo.jpg", "ok"]
+    assert "FIFO" in df.loc["fifo.jpg", "error"]
+    assert "device" in scan_file(root / "zero.jpg")["error"]  # even when named explicitly
+
+
+def test_a_forged_size_header_and_an_undecodable_name_are_reported(tmp_path):
+    from holdout.scan import scan_dir
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    data = bytearray(_jpeg(root / "small.jpg").read_bytes())
+    sof = data.find(b"\xff\xc0")  # baseline frame header: length(2) precision(1) height(2) width(2)
+    data[sof + 5 : sof + 9] = (12000).to_bytes(2, "big") + (12000).to_bytes(2, "big")
+    (root / "forged.jpg").write_bytes(bytes(data))
+    (root / os.fsdecode(b"bad-\xff\xfe.jpg")).write_bytes((root / "small.jpg").read_bytes())
+    df = scan_dir(root)
+    rows = {os.path.basename(p): r for p, r in zip(df["path"], df.to_dict("records"))}
+    assert rows["small.jpg"]["ok"]
+    assert not rows["forged.jpg"]["ok"] and "12000x12000" in rows["forged.jpg"]["error"]
+    bad = next(r for name, r in rows.items() if name.startswith("bad-"))
+    assert not bad["ok"] and "not valid UTF-8" in bad["error"]
+    bad["path"].encode("utf-8")  # printable, so the manifest writes

@@ -249,8 +249,13 @@ def test_a_closed_pipe_ends_a_command_quietly():
         "        print(f'line {i} of a long report')\n"
         "sys.exit(run_command('stacker', argparse.Namespace(func=func, command='inspect')))\n"
     )
-    res = subprocess.run(["bash", "-c", f"{sys.executable} -c \"$CODE\" | head -1; echo rc=${{PIPESTATUS[0]}}"],
-                         capture_output=True, text=True, timeout=120, env={**os.environ, "CODE": code})
+    res = subprocess.run(
+        ["bash", "-c", f'{sys.executable} -c "$CODE" | head -1; echo rc=${{PIPESTATUS[0]}}'],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CODE": code},
+    )
     assert res.stdout.startswith("line 0") and "rc=0" in res.stdout
     assert "Traceback" not in res.stderr and "BrokenPipe" not in res.stderr, res.stderr
 
