@@ -237,9 +237,9 @@ class _Refused(Exception):
 
 def scan_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Scan one file into a manifest row (a dict with :data:`MANIFEST_COLUMNS`); never raises for bad files."""
-    from PIL import Image, UnidentifiedImageError
-
     import io
+
+    from PIL import Image, UnidentifiedImageError
 
     path = str(path)
     row: dict[str, Any] = {c: "" for c in ("error", "format", "make", "model", "software", "md5", "phash", "dhash")}
