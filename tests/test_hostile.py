@@ -292,3 +292,41 @@ def test_every_error_of_a_fuzzed_table_is_typed(tmp_path):
             pass
 
     check()
+
+
+def test_fuzzed_command_lines_end_in_an_answer_or_one_error_line(tmp_path, capsys):
+    """Random option values for the table commands: exit 0 or 2 (argparse's own errors too), never an exception."""
+    hypothesis = pytest.importorskip("hypothesis")
+    from hypothesis import strategies as st
+
+    table = write_table(make_table(n_images=30, views=("identity", "flip")), tmp_path / "t.parquet")
+    values = st.one_of(
+        st.sampled_from(["nan", "inf", "-inf", "1e400", "-1", "0", "1", "2.5", "", "x", "1,2", "HTC-1-M7=3", "-25"]),
+        st.text(max_size=8),
+    )
+
+    @hypothesis.settings(
+        max_examples=80,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
+    )
+    @hypothesis.given(
+        command=st.sampled_from(["aggregate", "equalize", "inspect"]),
+        option=st.sampled_from(["-p", "--atol", "--quota", "--lower", "--upper", "--by", "--method", "--model"]),
+        value=values,
+        renormalize=st.booleans(),
+    )
+    def check(command, option, value, renormalize):
+        argv = [command, str(table), option, value] + (["--renormalize"] if renormalize else [])
+        if command != "inspect":
+            argv += ["-o", str(tmp_path / "out.parquet")]
+        try:
+            rc = main(argv)
+        except SystemExit as exc:  # argparse: an unknown option for this command, or a bad type
+            rc = exc.code
+        err = capsys.readouterr().err
+        assert rc in (0, 2), (argv, rc, err)
+        assert "Traceback" not in err
+
+    check()
