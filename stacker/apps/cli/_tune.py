@@ -136,11 +136,19 @@ def run(args: argparse.Namespace) -> int:
         heartbeat_interval=args.heartbeat or None,
         callbacks=[report],
     )
-    path = export_best(study, args.output)
     states: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
         states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
     counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+    if not states.get("complete") and states.get("running"):
+        # A worker of a shared study whose own trials were pruned: the others may still finish one, and
+        # the first to do so writes the recipe (see report above). Not an error of this worker.
+        print(
+            f"no trial of study {study_name!r} has finished yet ({counts}); the worker that finishes the "
+            f"first one writes {args.output}"
+        )
+        return 0
+    path = export_best(study, args.output)
     print(
         f"wrote {path}: best trial {study.best_trial.number}, score {study.best_value:.5f} "
         f"(study {study_name!r} in {describe_storage(storage)}: {counts})"
