@@ -78,8 +78,8 @@ def class_sample_weights(
                 v = float(v)
             except (TypeError, ValueError):
                 raise ConfigError(f"class weight of {c!r} must be a number, got {v!r}") from None
-            if not np.isfinite(v) or v <= 0:
-                raise ConfigError(f"class weight of {c!r} must be positive and finite, got {v}")
+            if not np.isfinite(v) or v <= 0 or v > 1e12:  # 1e308 overflowed the members' weight sums
+                raise ConfigError(f"class weight of {c!r} must be positive, finite and at most 1e12, got {v}")
             per_class[list(classes).index(c)] = v
     else:
         raise ConfigError(f"class_weight must be a mapping, 'balanced' or None, got {type(class_weight).__name__}")
@@ -354,6 +354,13 @@ class Blend(ClassifierMixin, Transform):
             )
         table = self._aggregate(table)
         y = self._check_labels(table)
+        absent = [table.classes[k] for k in np.flatnonzero(np.bincount(y, minlength=table.n_classes) == 0)]
+        if absent:  # the members would learn fewer classes than the table's columns
+            raise LabelError(
+                f"classes {absent[:5]} have no labelled rows; every class of the table needs rows to fit on",
+                path=table.source,
+                column=LABEL,
+            )
         spec = FeatureSpec.from_table(table, self.features)
         # A tuned recipe carries class weights; an explicit class_weight wins.
         cw = self.class_weight if self.class_weight is not None else recipe.class_weight

@@ -5,6 +5,7 @@ rename) and JSON-able values.  Public: the satellites (``level1``, ``holdout``) 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -67,6 +68,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     permissions the umask gives a new file (``mkstemp`` alone would make it 0600).
     """
     target = Path(path)
+    if target.exists() and not target.is_file() and not target.is_dir():
+        # Renaming over /dev/full or a FIFO would replace the node itself with a regular file.
+        raise OSError(errno.EINVAL, "not a regular file; refusing to replace it", str(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     _clean_leftovers(target)
     fd, tmp = tempfile.mkstemp(prefix=_prefix(target), suffix=".tmp", dir=target.parent)

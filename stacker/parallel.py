@@ -97,9 +97,13 @@ def fit_member_folds(
 
 
 def effective_n_jobs(n_jobs: int | None) -> int:
+    """Worker processes for ``n_jobs`` (-1 or None: every core; never more than the cores there are)."""
     from joblib import effective_n_jobs as _eff
 
-    return int(_eff(-1 if n_jobs is None else n_jobs))
+    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0):
+        raise ConfigError(f"n_jobs must be a non-zero integer (-1: every core), got {n_jobs!r}")
+    # More processes than cores only compete for them (-j 100000 started a pool that never finished).
+    return max(1, min(int(_eff(-1 if n_jobs is None else n_jobs)), os.cpu_count() or 1))
 
 
 def _call(key: Any, fn: Callable[..., Any], kwargs: dict[str, Any], shared: dict[str, Any]) -> tuple[Any, Any]:
@@ -138,7 +142,11 @@ def run_tasks(
         # Every loky worker watches this process from its start, so a kill -9 leaves none behind.
         with parallel_config(backend="loky", initializer=watch_parent, initargs=(os.getpid(),)):
             par = Parallel(
-                n_jobs=n_jobs, return_as="generator_unordered", max_nbytes="1M", batch_size=1, pre_dispatch="n_jobs"
+                n_jobs=effective_n_jobs(n_jobs),
+                return_as="generator_unordered",
+                max_nbytes="1M",
+                batch_size=1,
+                pre_dispatch="n_jobs",
             )
         yield from par(delayed(_call)(key, fn, kw, shared) for key, kw in tasks)
 
@@ -178,8 +186,12 @@ def _run_dask(fn, tasks, shared, scheduler: str) -> Iterator[tuple[Any, Any]]:
     except ImportError as exc:
         raise ConfigError(f"a Dask scheduler needs dask.distributed: pip install 'stacker[tune]' ({exc})") from None
     try:
+        import re
+
+        if not re.fullmatch(r"([a-z]+://)?[^\s:/]+:\d+", scheduler.strip()):
+            raise ValueError("not a scheduler address like tcp://host:port")
         client = Client(scheduler, timeout="20s", set_as_default=False)
-    except OSError as exc:
+    except (OSError, ValueError, TypeError) as exc:  # unreachable, or not an address ('missing port number')
         raise ConfigError(f"cannot reach the Dask scheduler at {scheduler!r} ({exc})") from None
     try:
         remote = {k: client.scatter(v, broadcast=True) for k, v in shared.items()}

@@ -612,7 +612,7 @@ def _parse_metadata(raw: dict[bytes, bytes] | None, source: str) -> dict[str, An
     if not isinstance(meta, dict):
         raise TableReadError(f"the 'stacker' metadata is not a JSON object (got {type(meta).__name__})", path=source)
     version = meta.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version > SCHEMA_VERSION or version < 1:
         raise TableReadError(
             f"schema version {version!r} is not supported (this stacker reads versions 1..{SCHEMA_VERSION})",
             path=source,
@@ -730,7 +730,9 @@ _INT_ID = r"-?(0|[1-9][0-9]{0,17})"
 
 
 def _read_csv(path: Path, source: str, renormalize: bool, atol: float) -> PredictionTable:
+    import lzma
     import re
+    import zlib
 
     try:
         header = pd.read_csv(path, nrows=0)
@@ -738,7 +740,18 @@ def _read_csv(path: Path, source: str, renormalize: bool, atol: float) -> Predic
         probs = [c for c in cols if SEP in c]
         na = {c: ([""] if c not in probs else ["", "nan", "NaN", "NA", "null"]) for c in cols}
         frame = pd.read_csv(path, dtype={c: str for c in cols if c not in probs}, keep_default_na=False, na_values=na)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, OSError) as exc:
+    except ImportError as exc:  # a compression codec pandas needs (zstandard) is not installed
+        raise TableReadError(f"cannot decompress this CSV: {exc}", path=source) from None
+    except (
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        UnicodeDecodeError,
+        ValueError,
+        OSError,
+        EOFError,
+        lzma.LZMAError,
+        zlib.error,
+    ) as exc:
         raise TableReadError(
             f"not a readable CSV file ({str(exc).splitlines()[0] if str(exc) else exc!r})", path=source
         ) from None
@@ -759,6 +772,8 @@ def _read_numpy(
     classes: Sequence[str] | None,
     models: Sequence[str] | None,
 ) -> PredictionTable:
+    import zipfile
+
     try:
         loaded = np.load(path, allow_pickle=False)
         if kind == "npz":
@@ -776,8 +791,13 @@ def _read_numpy(
             else str(exc)
         )
         raise TableReadError(f"not a readable {kind} file: {reason}", path=source) from None
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise TableReadError(f"not a readable {kind} file, or truncated ({exc})", path=source) from None
+    except MemoryError:
+        raise TableReadError(f"an array of this {kind} file claims a shape too large to load", path=source) from None
+    odd = [k for k, v in arrays.items() if not isinstance(v, np.ndarray)]
+    if odd:
+        raise TableReadError(f"{odd[0]!r} in this {kind} file is not a NumPy array", path=source)
     unknown = sorted(set(arrays) - set(NPZ_KEYS))
     if unknown:
         raise SchemaError(

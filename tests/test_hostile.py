@@ -330,3 +330,100 @@ def test_fuzzed_command_lines_end_in_an_answer_or_one_error_line(tmp_path, capsy
         assert "Traceback" not in err
 
     check()
+
+
+# ---------------------------------------------------------------------- an outside probe's findings
+def _npz_variants(tmp_path):
+    import zipfile
+
+    table = make_table(n_images=20)
+    np.savez(tmp_path / "ok.npz", probs=table.probs, classes=np.array(table.classes))
+    good = (tmp_path / "ok.npz").read_bytes()
+    (tmp_path / "trunc.npz").write_bytes(good[: len(good) // 2])
+    crc = bytearray(good)
+    for i in range(200, min(2000, len(crc)), 13):
+        crc[i] ^= 0x55
+    (tmp_path / "crc.npz").write_bytes(bytes(crc))
+    with zipfile.ZipFile(tmp_path / "junk.npz", "w") as z:
+        z.writestr("probs.npy", b"not npy data")
+        z.writestr("classes.npy", b"xx")
+    header = "{'descr': '<f8', 'fortran_order': False, 'shape': (100000000000, 10), }"
+    npy = (
+        b"\x93NUMPY\x01\x00" + len(header.ljust(118) + "\n").to_bytes(2, "little") + (header.ljust(118) + "\n").encode()
+    )
+    with zipfile.ZipFile(tmp_path / "huge.npz", "w") as z:
+        z.writestr("probs.npy", npy + b"\0" * 80)
+    return ["trunc.npz", "crc.npz", "junk.npz", "huge.npz"]
+
+
+def test_broken_npz_files_are_typed_errors(tmp_path):
+    for name in _npz_variants(tmp_path):
+        with pytest.raises(TableError):
+            read_table(tmp_path / name)
+
+
+@pytest.mark.parametrize("ext", ["gz", "bz2", "xz"])
+def test_truncated_compressed_csv_is_a_typed_error(tmp_path, ext):
+    import bz2
+    import gzip
+    import lzma
+
+    raw = write_table(make_table(n_images=200), tmp_path / "t.csv").read_bytes()
+    packed = {"gz": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}[ext](raw)
+    (tmp_path / f"trunc.csv.{ext}").write_bytes(packed[: len(packed) // 3])
+    (tmp_path / f"garbage.csv.{ext}").write_bytes(os.urandom(300))
+    for name in (f"trunc.csv.{ext}", f"garbage.csv.{ext}"):
+        with pytest.raises(TableError):
+            read_table(tmp_path / name)
+
+
+def test_fit_options_an_outside_probe_broke(tmp_path, capsys):
+    holdout = write_table(make_table(n_images=60), tmp_path / "h.parquet")
+    base = ["fit", str(holdout), "-o", str(tmp_path / "b"), "-r", "fast", "-k", "3", "--no-progress"]
+    for extra, message in (
+        (["-j", "0"], "n_jobs"),
+        (["-j", "1", "--class-weight", '{"HTC-1-M7": 1e308}'], "at most 1e12"),
+        (["-j", "1", "--scheduler", "notaurl"], "Dask scheduler"),
+    ):
+        assert main(base + extra) == 2, extra
+        assert message in capsys.readouterr().err
+    partial = make_table(n_images=60)
+    keep = partial.meta["label"] != "HTC-1-M7"
+    write_table(partial.take(keep.to_numpy()), tmp_path / "p.parquet")
+    assert (
+        main(
+            [
+                "fit",
+                str(tmp_path / "p.parquet"),
+                "-o",
+                str(tmp_path / "b"),
+                "-r",
+                "fast",
+                "-k",
+                "3",
+                "-j",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
+    assert "no labelled rows" in capsys.readouterr().err
+
+
+def test_outputs_never_replace_their_inputs_or_special_files(tmp_path, capsys):
+    from stacker import Blend
+
+    table = make_table(n_images=40, seed=2)
+    path = write_table(table, tmp_path / "t.parquet")
+    Blend({"name": "p", "families": {"pool": {"count": 1}}}, n_folds=2, n_jobs=1).fit(table).save(tmp_path / "b")
+    manifest = (tmp_path / "b" / "manifest.json").read_bytes()
+    assert main(["predict", str(tmp_path / "b"), str(path), "-o", str(tmp_path / "b" / "manifest.json")]) == 2
+    assert "inside the bundle" in capsys.readouterr().err
+    assert (tmp_path / "b" / "manifest.json").read_bytes() == manifest
+    assert main(["equalize", str(path), "-o", str(tmp_path / "x.csv"), "--submission", str(tmp_path / "x.csv")]) == 2
+    assert "same file" in capsys.readouterr().err
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert main(["aggregate", str(path), "-p", "1", "-o", str(fifo)]) == 2
+    assert "not a regular file" in capsys.readouterr().err and stat.S_ISFIFO(os.lstat(fifo).st_mode)

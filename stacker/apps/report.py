@@ -276,9 +276,11 @@ def build_report(
             "nothing to draw the confusion matrix from: pass labelled predictions, "
             "or a bundle that contains oof.parquet"
         )
-    group = by
+    group = None if by == "none" else by
     if by == "auto":
         group = MANIP if MANIP in counts_table.meta.columns else None
+    elif group is not None and group not in counts_table.meta.columns:
+        raise ConfigError(f"no group column {group!r} to equalize by; columns: {list(counts_table.meta.columns)}")
     data["equalized_by"] = group
 
     before, after = _before_after(counts_table, group)

@@ -22,7 +22,7 @@ import math
 import time
 from typing import Any
 
-from stacker.apps.cli._common import add_output_options, add_table_options, submission_columns
+from stacker.apps.cli._common import add_output_options, add_table_options, refuse_overwrite, submission_columns
 from stacker.errors import ConfigError
 
 
@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from stacker.transforms import SinkhornEqualizer
 
     columns = submission_columns(args)
+    refuse_overwrite([args.output, args.submission], [args.table])
     table = read_table(args.table, renormalize=args.renormalize, atol=args.atol)
     by = None if not args.by else (args.by[0] if len(args.by) == 1 else args.by)
     quota, lower, upper = parse_quota(args.quota), parse_quota(args.lower), parse_quota(args.upper)

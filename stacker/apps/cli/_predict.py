@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from stacker.apps.cli._common import add_output_options, add_table_options, submission_columns
+from stacker.apps.cli._common import add_output_options, add_table_options, refuse_overwrite, submission_columns
 from stacker.postprocess import POSTPROCESS
 
 
@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from stacker.table import read_table, write_table
 
     columns = submission_columns(args)
+    refuse_overwrite([args.output, args.submission], [args.table], (args.bundle,))
     if not bundle.is_bundle(args.bundle) and bundle.is_bundle(args.table):
         raise ConfigError(
             f"{args.bundle!r} is not a bundle but {args.table!r} is: the bundle comes first "
