@@ -1,4 +1,4 @@
-"""Workers die with their parent: no joblib/loky worker of ``stacker fit`` outlives a ``kill -9`` of it."""
+"""Workers die with their parent: no joblib/loky worker of ``stacker fit`` or ``tune`` outlives a ``kill -9`` of it."""
 
 from __future__ import annotations
 
@@ -35,26 +35,31 @@ def _alive(procs):
 
 
 @pytest.mark.slow
-def test_kill_9_of_stacker_fit_leaves_no_worker_behind(tmp_path):
+@pytest.mark.parametrize("command", ["fit", "tune"])
+def test_kill_9_leaves_no_worker_behind(tmp_path, command):
     holdout = write_table(make_table(n_images=1500, seed=1), tmp_path / "holdout.parquet")
     recipe = tmp_path / "slow.toml"
     recipe.write_text(Recipe.from_dict(SLOW).to_toml())
-    cmd = [
-        sys.executable,
-        "-m",
-        "stacker",
-        "fit",
-        str(holdout),
-        "-o",
-        str(tmp_path / "b"),
-        "-r",
-        str(recipe),
-        "-j",
-        "2",
-        "--time-limit",
-        "none",
-        "--no-progress",
-    ]
+    if command == "fit":
+        args = ["-o", str(tmp_path / "b"), "-r", str(recipe), "-j", "2", "--time-limit", "none", "--no-progress"]
+    else:
+        study = f"sqlite:///{tmp_path / 'study.db'}"
+        args = [
+            "--trials",
+            "3",
+            "--recipe",
+            str(recipe),
+            "--folds",
+            "3",
+            "--n-jobs",
+            "2",
+            "--no-prune",
+            "--storage",
+            study,
+            "-o",
+            str(tmp_path / "best.toml"),
+        ]
+    cmd = [sys.executable, "-m", "stacker", command, str(holdout), *args]
     proc = subprocess.Popen(
         cmd, env={**os.environ, "KERAS_BACKEND": "torch"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -76,7 +81,7 @@ def test_kill_9_of_stacker_fit_leaves_no_worker_behind(tmp_path):
         while _alive(workers) and time.monotonic() < deadline:
             time.sleep(0.2)
         left = _alive(workers)
-        assert not left, f"{len(left)} worker(s) outlived the killed fit: {[p.pid for p in left]}"
+        assert not left, f"{len(left)} worker(s) outlived the killed {command}: {[p.pid for p in left]}"
     finally:
         if proc.poll() is None:
             proc.kill()
