@@ -8,7 +8,24 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["run_command"]
+__all__ = ["run_command", "EXTRAS"]
+
+#: The extra that provides each optional top-level module, for a one-line "pip install" hint.
+EXTRAS = {
+    "keras": "nn",
+    "torch": "nn",
+    "optuna": "tune",
+    "distributed": "tune",
+    "dask": "tune",
+    "psycopg2": "tune",
+    "timm": "level1",
+    "torchvision": "level1",
+    "simplejpeg": "level1",
+    "safetensors": "level1",
+    "PIL": "holdout",
+    "cv2": "holdout",
+    "matplotlib": "report",
+}
 
 
 def run_command(prog: str, args: argparse.Namespace, *, interrupt_hint: str = "") -> int:
@@ -32,6 +49,17 @@ def run_command(prog: str, args: argparse.Namespace, *, interrupt_hint: str = ""
         return 0
     except StackerError as exc:
         print(f"{prog} {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top not in EXTRAS:
+            raise  # a missing core module is a broken installation: keep the traceback
+        extra = "level1" if prog == "level1" and top in ("torch", "PIL") else EXTRAS[top]
+        print(
+            f"{prog} {args.command}: error: this needs the {extra!r} extra (no module named {top!r}): "
+            f"pip install 'stacker[{extra}]'",
+            file=sys.stderr,
+        )
         return 2
     except OSError as exc:  # disk full, permission denied, missing file, read-only file system...
         reason = exc.strerror or str(exc)

@@ -427,3 +427,22 @@ def test_outputs_never_replace_their_inputs_or_special_files(tmp_path, capsys):
     os.mkfifo(fifo)
     assert main(["aggregate", str(path), "-p", "1", "-o", str(fifo)]) == 2
     assert "not a regular file" in capsys.readouterr().err and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_a_missing_extra_is_one_line_naming_it(capsys):
+    import argparse
+
+    from stacker.console import run_command
+
+    def needs_optuna(args):
+        raise ModuleNotFoundError("No module named 'optuna'", name="optuna")
+
+    assert run_command("stacker", argparse.Namespace(func=needs_optuna, command="tune")) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'stacker[tune]'" in err and err.count("\n") == 1
+
+    def needs_numpy(args):  # a core module missing is a broken install: the traceback stays
+        raise ModuleNotFoundError("No module named 'numpy'", name="numpy")
+
+    with pytest.raises(ModuleNotFoundError):
+        run_command("stacker", argparse.Namespace(func=needs_numpy, command="inspect"))
