@@ -47,7 +47,7 @@ def _take(pool, n: int, rng: np.random.Generator, classes, name: str, allow_shor
         detail = ", ".join(f"{c}: {k}" for c, k in short.items())
         raise ManifestError(
             f"{name}: fewer than {n} images for {len(short)} class(es) ({detail}); "
-            "lower the count or allow a short holdout"
+            "lower the count (--per-class, --train-per-class) or accept a short holdout (--allow-short)"
         )
     return picked
 

@@ -129,7 +129,14 @@ def _cmd_manipulate(args) -> int:
             try:
                 out = manipulate(im, kind, size=args.size, backend=args.backend)
             except ImageError as exc:
-                raise ImageError(f"{src}: {exc}") from None
+                hint = ""
+                if "centre crop needed" in str(exc) and args.size:
+                    side = min(im.size)
+                    hint = (
+                        f"; pass a smaller --size (at most {side // 2} for this image, as a crop of twice the "
+                        "size is manipulated first) or --size none for the whole image"
+                    )
+                raise ImageError(f"{src}: {exc}{hint}") from None
             dest = outdir / f"{src.stem}__{kind}.png"  # PNG: no second lossy step
             with atomic_path(dest) as tmp:
                 out.save(tmp, format="PNG")
@@ -152,7 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"holdout (stacker) {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("scan", help="read EXIF, size, JPEG quality and hashes of every file under DIR")
+    p = sub.add_parser(
+        "scan",
+        help="read EXIF, size, JPEG quality and hashes of every file under DIR",
+        description="Read EXIF, size, JPEG quality and hashes of every file under DIR.",
+    )
     p.add_argument("dir", help="folder to scan (recursively)")
     p.add_argument("-o", "--output", required=True, help="manifest to write (parquet)")
     p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: all CPUs)")
@@ -164,7 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_scan)
 
-    p = sub.add_parser("filter", help="apply camera rules and remove exact and near duplicates")
+    p = sub.add_parser(
+        "filter",
+        help="apply camera rules and remove exact and near duplicates",
+        description="Apply camera rules and remove exact and near duplicates.",
+    )
     p.add_argument("manifest", help="manifest from `holdout scan`")
     p.add_argument("--rules", required=True, help="rule file (TOML/YAML) or a shipped rule set: cmi10")
     p.add_argument("-o", "--output", required=True, help="every row with kept/label/reason (parquet)")
@@ -177,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-near", action="store_true", help="remove exact duplicates only")
     p.set_defaults(func=_cmd_filter)
 
-    p = sub.add_parser("build", help="a balanced holdout list with folds")
+    p = sub.add_parser(
+        "build", help="a balanced holdout list with folds", description="A balanced holdout list with folds."
+    )
     p.add_argument("kept", help="output of `holdout filter`")
     p.add_argument("--per-class", type=int, required=True, help="external images per class")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -194,14 +211,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="holdout list (parquet)")
     p.set_defaults(func=_cmd_build)
 
-    p = sub.add_parser("learn", help="learn allowed (width, height, quality) triples from a scanned training set")
+    p = sub.add_parser(
+        "learn",
+        help="learn allowed (width, height, quality) triples from a scanned training set",
+        description="Learn allowed (width, height, quality) triples from a scanned training set.",
+    )
     p.add_argument("manifest", help="`holdout scan` of the training images (one folder per class)")
     p.add_argument("--rules", default="cmi10", help="rule file to extend (default: cmi10)")
     p.add_argument("--label-column", help="column with the class (default: the parent folder name)")
     p.add_argument("-o", "--output", required=True, help="rule file to write (TOML)")
     p.set_defaults(func=_cmd_learn)
 
-    p = sub.add_parser("manipulate", help="write manipulated copies of crops and a manifest")
+    p = sub.add_parser(
+        "manipulate",
+        help="write manipulated copies of crops and a manifest",
+        description="Write manipulated copies of crops and a manifest.",
+    )
     p.add_argument("crops", nargs="+", help="image files or folders of images")
     p.add_argument("-o", "--output", required=True, help="output folder (PNG files + manifest.parquet)")
     p.add_argument("--kinds", default="all", help=f"comma-separated names or 'all' ({', '.join(MANIPULATIONS)})")

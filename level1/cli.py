@@ -88,6 +88,8 @@ _RUNTIME: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
 def _add(p: argparse.ArgumentParser, spec: list[tuple[tuple[str, ...], str, dict[str, Any]]], title: str) -> None:
     g = p.add_argument_group(title)
     for flags, dest, kw in spec:
+        if kw.get("action") not in ("store_true", "store_false", "store_const", "count"):
+            kw = {"metavar": dest.upper(), **kw}  # not CFG_<NAME>: the internal dest stays out of --help
         g.add_argument(*flags, dest=f"cfg_{dest}", default=S, **kw)
 
 
