@@ -354,13 +354,6 @@ class Blend(ClassifierMixin, Transform):
             )
         table = self._aggregate(table)
         y = self._check_labels(table)
-        absent = [table.classes[k] for k in np.flatnonzero(np.bincount(y, minlength=table.n_classes) == 0)]
-        if absent:  # the members would learn fewer classes than the table's columns
-            raise LabelError(
-                f"classes {absent[:5]} have no labelled rows; every class of the table needs rows to fit on",
-                path=table.source,
-                column=LABEL,
-            )
         spec = FeatureSpec.from_table(table, self.features)
         # A tuned recipe carries class weights; an explicit class_weight wins.
         cw = self.class_weight if self.class_weight is not None else recipe.class_weight
@@ -377,6 +370,13 @@ class Blend(ClassifierMixin, Transform):
             w = w * sw
         image = table.ids if groups is None else _check_groups(groups, n_rows)
         folds = _grouped_folds(table, y, self.n_folds, self.seed, image)
+        absent = [table.classes[k] for k in np.flatnonzero(np.bincount(y, minlength=table.n_classes) == 0)]
+        if absent:  # the members would learn fewer classes than the table's columns
+            raise LabelError(
+                f"classes {absent[:5]} have no labelled rows; every class of the table needs rows to fit on",
+                path=table.source,
+                column=LABEL,
+            )
         members = recipe.sample(self.seed)
         if "keras" in {m.family for m in members}:
             from stacker.metamodels.keras import check_keras

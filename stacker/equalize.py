@@ -164,8 +164,9 @@ def _check_bounds(lower: Any, upper: Any, n: int, k: int) -> tuple[np.ndarray, n
     if np.any(bounds[0] > n):
         raise ConfigError(f"a lower quota ({bounds[0].max():.0f}) asks for more rows than there are ({n})")
     # No class can take more than n rows: clip before the int64 cast, so huge bounds cannot overflow the sums.
+    # n + 1, not n: an upper bound above n stays one the count never reaches, as the certificate reads it.
     lo = bounds[0].astype(np.int64)
-    up = np.minimum(bounds[1], n).astype(np.int64)
+    up = np.minimum(bounds[1], n + 1).astype(np.int64)
     if np.any(lo > up):
         k0 = int(np.flatnonzero(lo > up)[0])
         raise ConfigError(f"lower quota {lo[k0]} exceeds upper quota {up[k0]} for class {k0}")
@@ -263,7 +264,7 @@ def _as_counts(spec, n, classes, name, rounding, where) -> np.ndarray:
     if np.all(values == np.round(values)):
         if name == "lower" and values.max() > n:
             raise ConfigError(f"a lower quota of {values.max():.0f} rows exceeds the group{where}'s {n} rows")
-        return np.minimum(values, n).astype(np.int64)  # no class takes more than n rows; no int64 overflow
+        return np.minimum(values, n + 1).astype(np.int64)  # no class takes more than n rows; no int64 overflow
     if np.any(values > 1):
         raise ConfigError(f"{name} bounds{where} mix proportions and counts: {values.tolist()}")
     nudge = 1e-9 if rounding is math.floor else -1e-9
