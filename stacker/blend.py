@@ -41,7 +41,15 @@ from stacker.base import Transform, register
 from stacker.device import DEVICE_FAMILIES, check_device
 from stacker.errors import BundleError, ConfigError, LabelError
 from stacker.features import FeatureSpec
-from stacker.inputs import Form, encode_labels, infer_n_classes, labels_to_names, to_table, with_labels
+from stacker.inputs import (
+    Form,
+    encode_labels,
+    group_codes,
+    infer_n_classes,
+    labels_to_names,
+    to_table,
+    with_labels,
+)
 from stacker.metamodels import BLOCK_FAMILIES
 from stacker.metamodels.selection import selection_on_true_class
 from stacker.planner import Planner, check_time_limit
@@ -368,7 +376,7 @@ class Blend(ClassifierMixin, Transform):
                     "the views first (stacker aggregate), or set tta_power=None"
                 )
             w = w * sw
-        image = table.ids if groups is None else _check_groups(groups, n_rows)
+        image = table.ids if groups is None else group_codes(groups, n_rows)[0]
         folds = _grouped_folds(table, y, self.n_folds, self.seed, image)
         absent = [table.classes[k] for k in np.flatnonzero(np.bincount(y, minlength=table.n_classes) == 0)]
         if absent:  # the members would learn fewer classes than the table's columns
@@ -643,15 +651,6 @@ class _ProgressBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def _check_groups(groups: Any, n: int) -> np.ndarray:
-    g = np.asarray(groups)
-    if g.ndim != 1 or len(g) != n:
-        raise ConfigError(f"groups must have one value per row ({n}), got shape {g.shape}")
-    if pd.isna(g).any():
-        raise ConfigError(f"groups has missing values (first rows {np.flatnonzero(pd.isna(g))[:5].tolist()})")
-    return g
 
 
 def _grouped_folds(

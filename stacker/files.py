@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -27,19 +28,27 @@ def _prefix(target: Path) -> str:
     return f".{target.name}.{os.getpid()}."
 
 
+#: The names this module gives its temporary files/directories (``mkstemp``/``mkdtemp`` add 8 characters)
+#: and the directories it moves aside: ``.<name>.<pid>.<8>.tmp`` and ``.<name>.old-<pid>``.
+_LEFTOVER = re.compile(r"\..+\.(?:(\d+)\.[a-z0-9_]{8}\.tmp|old-(\d+))")
+#: Directories already cleaned by this process: the scan runs once per directory, not on every write
+#: (a folder of thousands of outputs would otherwise be listed once per file).
+_CLEANED: set[str] = set()
+
+
 def _clean_leftovers(target: Path) -> None:
-    """Remove temporary files and directories that killed writers of ``target`` left beside it."""
+    """Remove the temporary files and directories that killed writers left beside ``target``."""
+    where = os.path.abspath(target.parent)
+    if where in _CLEANED:
+        return
+    _CLEANED.add(where)
     try:
-        entries = list(os.scandir(target.parent))
+        entries = list(os.scandir(where))
     except OSError:
         return
-    head = f".{target.name}."
     for entry in entries:
-        name = entry.name
-        if not name.startswith(head) or not (name.endswith(".tmp") or ".old-" in name):
-            continue
-        pid = name[len(head) :].split(".", 1)[0].replace("old-", "")
-        if not pid.isdigit() or _alive(int(pid)):
+        m = _LEFTOVER.fullmatch(entry.name)
+        if m is None or _alive(int(m.group(1) or m.group(2))):
             continue
         with contextlib.suppress(OSError):
             if entry.is_dir(follow_symlinks=False):

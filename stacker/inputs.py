@@ -205,11 +205,7 @@ def _check_y(y: Any, n: int, what: str = "y") -> np.ndarray:
 def encode_labels(y: Any, n_classes: int, n: int, what: str = "y") -> tuple[np.ndarray, np.ndarray]:
     """``(classes_, codes)`` for labels of an array whose K columns are classes (see the module docstring)."""
     y = _check_y(y, n, what)
-    _classification_target(y, what)
-    try:
-        classes, codes = np.unique(y, return_inverse=True)
-    except TypeError:
-        raise LabelError(f"{what} mixes label types that cannot be ordered") from None
+    classes, codes = _unique_labels(y, what)
     if len(classes) == n_classes:
         return classes, codes.astype(np.int64)
     integral = y.dtype.kind in "biu" or (y.dtype.kind == "f" and np.all(y == np.round(y)))
@@ -224,11 +220,7 @@ def encode_labels(y: Any, n_classes: int, n: int, what: str = "y") -> tuple[np.n
 def infer_n_classes(y: Any, n_columns: int, n: int, what: str = "y") -> int:
     """K of a ``(N, M*K)`` array from its labels: their number, else the largest class index + 1."""
     y = _check_y(y, n, what)
-    _classification_target(y, what)
-    try:
-        u = len(np.unique(y))
-    except TypeError:
-        raise LabelError(f"{what} mixes label types that cannot be ordered") from None
+    u = len(_unique_labels(y, what)[0])
     if u >= 2 and n_columns % u == 0:
         return u
     if y.dtype.kind in "biu" and y.min() >= 0 and n_columns % (int(y.max()) + 1) == 0:
@@ -239,12 +231,17 @@ def infer_n_classes(y: Any, n_columns: int, n: int, what: str = "y") -> int:
     )
 
 
-def _classification_target(y: np.ndarray, what: str) -> None:
+def _unique_labels(y: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(sorted labels, code per row)`` of class labels; a LabelError for continuous or unorderable ones."""
     from sklearn.utils.multiclass import type_of_target
 
     kind = type_of_target(y, input_name=what)
     if kind not in ("binary", "multiclass"):
         raise LabelError(f"Unknown label type: {kind}; {what} must hold class labels")
+    try:
+        return np.unique(y, return_inverse=True)
+    except TypeError:
+        raise LabelError(f"{what} mixes label types that cannot be ordered") from None
 
 
 def labels_to_names(

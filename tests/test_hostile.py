@@ -189,9 +189,10 @@ def test_fast_blend_beats_the_best_model_and_the_geometric_mean_on_real_cifar_ro
 def test_a_killed_writers_temp_file_is_removed_at_the_next_write(tmp_path):
     target = tmp_path / "out.parquet"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    leftover = tmp_path / f".out.parquet.{int(dead.stdout)}.abc123.tmp"
+    # The names atomic writes give (mkstemp's 8 random characters): one of a dead writer, one of this process.
+    leftover = tmp_path / f".out.parquet.{int(dead.stdout)}.abc123_x.tmp"
     leftover.write_bytes(b"half a table")
-    live = tmp_path / f".out.parquet.{os.getpid()}.zzz.tmp"  # this process: a write in progress, kept
+    live = tmp_path / f".out.parquet.{os.getpid()}.zzzzzzzz.tmp"  # a write in progress here: kept
     live.write_bytes(b"")
     write_table(make_table(n_images=5), target)
     assert not leftover.exists() and live.exists() and target.exists()
