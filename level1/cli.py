@@ -81,6 +81,11 @@ _PREDICT: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
 _RUNTIME: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--device",), "device", dict(help="auto, cpu, cuda or cuda:N (auto)")),
     (("--workers",), "workers", dict(type=int, help="DataLoader worker processes (0)")),
+    (
+        ("--threads",),
+        "threads",
+        dict(type=int, help="torch CPU threads (default: 1 below 128-px crops, else the cores the workers leave)"),
+    ),
     (("--no-progress",), "progress", dict(action="store_const", const=False, help="no progress bars")),
 ]
 

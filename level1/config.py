@@ -30,7 +30,7 @@ SMALL_IMAGE_RULES = ("reflect", "skip")
 CHECKPOINT_CHOICES = ("top", "best", "last")
 
 # Fields that only change how a run executes, not what it learns: a resumed run may change them.
-RUNTIME_FIELDS = frozenset({"device", "workers", "progress", "batch_size_predict"})
+RUNTIME_FIELDS = frozenset({"device", "workers", "threads", "progress", "batch_size_predict"})
 
 
 @dataclass
@@ -101,6 +101,7 @@ class Level1Config:
     # runtime
     device: str = "auto"
     workers: int = 0
+    threads: int | None = None
     progress: bool = True
 
     # ------------------------------------------------------------------ loading
@@ -168,6 +169,7 @@ class Level1Config:
         for name in ("steps_per_epoch", "val_max_images", "predict_size", "batch_size_predict"):
             positive_int(name, allow_none=True)
         positive_int("workers", minimum=0)
+        positive_int("threads", allow_none=True)
         positive_int("sgd_cycles", minimum=0)
         positive_int("plateau_patience", minimum=0)
         positive_int("seed", minimum=0)

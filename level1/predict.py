@@ -28,7 +28,7 @@ import numpy as np
 from level1.config import Level1Config
 from level1.data import EvalDataset, ImageRecord, Skipped, collate_eval, probe_records, view_names
 from level1.errors import RunError
-from level1.run import load_models, resolve_device, resolve_runs, run_info
+from level1.run import load_models, resolve_device, resolve_runs, run_info, runtime_threads
 
 __all__ = ["predict_items", "predict_records", "predict", "write_prediction"]
 
@@ -126,6 +126,7 @@ def predict_records(
     if not records:
         raise RunError("no readable image to predict" + (f" ({len(skipped)} skipped)" if skipped else ""))
     device = resolve_device(cfg.device)
+    cfg = runtime_threads(cfg, device, None, size=cfg.effective_predict_size)
     groups = [load_models(r, cfg.checkpoints, device) for r in runs]
     items: list[tuple[int, str]] = []
     for i, r in enumerate(records):
@@ -212,7 +213,7 @@ def predict(
     """Predict images (files/folders, or a manifest with labels) with a run or an OOF run.
 
     ``options`` override the run's prediction settings (views, manip_variants,
-    predict_size, checkpoints, device, workers, batch_size_predict, progress,
+    predict_size, checkpoints, device, workers, threads, batch_size_predict, progress,
     manip_pattern).  Writes the table to ``output`` (parquet) when given.
     """
     from level1.data import collect_images, read_manifest

@@ -29,6 +29,7 @@ __all__ = [
     "LAST",
     "SPLIT_FILE",
     "resolve_device",
+    "runtime_threads",
     "prepare_run_dir",
     "resolve_runs",
     "run_info",
@@ -52,6 +53,25 @@ def resolve_device(name: str) -> Any:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"option 'device' is {name!r} but torch sees no CUDA device")
     return torch.device(name)
+
+
+def runtime_threads(cfg: Any, device: Any, log: Any = None, *, size: int | None = None) -> Any:
+    """Set torch's CPU threads for ``cfg`` (``threads``, else :func:`stacker.threads.default_threads` for
+    ``size``-pixel inputs, default the crop) and, on the CPU, cap the DataLoader workers at the cores less
+    one; returns ``cfg`` with the workers used."""
+    import sys
+
+    from stacker.threads import available_cores, cap_workers, set_torch_threads
+
+    if device.type == "cpu" and cap_workers(cfg.workers) < cfg.workers:
+        workers = cap_workers(cfg.workers)
+        (log or (lambda m: print(m, file=sys.stderr)))(
+            f"level1: {cfg.workers} DataLoader workers on {available_cores()} cores would leave no core for the "
+            f"model; using {workers}"
+        )
+        cfg = cfg.replace(workers=workers)
+    set_torch_threads(cfg.threads, workers=cfg.workers, size=size or cfg.crop)
+    return cfg
 
 
 def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> bool:

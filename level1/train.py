@@ -45,7 +45,7 @@ from level1.data import (
     write_skipped,
 )
 from level1.errors import ImageDataError
-from level1.run import LAST, RUN_FILE, SPLIT_FILE, prepare_run_dir, resolve_device
+from level1.run import LAST, RUN_FILE, SPLIT_FILE, prepare_run_dir, resolve_device, runtime_threads
 from stacker.files import atomic_path, atomic_write_text
 
 __all__ = ["TrainResult", "train_model", "write_json"]
@@ -265,6 +265,7 @@ def train_model(
 
     class_index = {c: i for i, c in enumerate(classes)}
     device = resolve_device(cfg.device)
+    cfg = runtime_threads(cfg, device, log)
     use_amp = bool(cfg.amp and device.type == "cuda")
     torch.manual_seed(cfg.seed)
     model = Level1Net(cfg.model, len(classes), drop_rate=cfg.drop_rate, weights=None if resuming else cfg.weights)

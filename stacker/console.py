@@ -38,7 +38,11 @@ def run_command(prog: str, args: argparse.Namespace, *, interrupt_hint: str = ""
     import sys
 
     from stacker.errors import StackerError
+    from stacker.threads import passive_openmp
 
+    # Before any command imports torch, XGBoost or LightGBM: idle OpenMP threads sleep instead of
+    # spinning (beside two busy processes the default policy doubled a level1 run's CPU time; see stacker.threads).
+    passive_openmp()
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:

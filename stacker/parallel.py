@@ -140,7 +140,7 @@ def run_tasks(
         # batch_size=1 and pre_dispatch=n_jobs: a task is taken from the iterator only when a
         # worker frees, so the planner's decision uses the clock and calibration of that moment.
         # Every loky worker watches this process from its start, so a kill -9 leaves none behind.
-        with parallel_config(backend="loky", initializer=watch_parent, initargs=(os.getpid(),)):
+        with parallel_config(backend="loky", initializer=_start_worker, initargs=(os.getpid(),)):
             par = Parallel(
                 n_jobs=effective_n_jobs(n_jobs),
                 return_as="generator_unordered",
@@ -152,6 +152,15 @@ def run_tasks(
 
 
 _WATCHED: set[int] = set()
+
+
+def _start_worker(parent: int) -> None:
+    """A loky worker's initializer: sleeping OpenMP threads (before any task imports torch or a booster), and
+    :func:`watch_parent`."""
+    from stacker.threads import passive_openmp
+
+    passive_openmp()
+    watch_parent(parent)
 
 
 def watch_parent(parent: int, interval: float = 0.5) -> None:
