@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -37,6 +39,10 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     text = capsys.readouterr().out
     for line in ("resnet10t", "regnety", "mobilenetv3", "mean of level-1", "Blend + equalization", "report:"):
         assert line in text
+    # Progress a user can see: each stage with the elapsed time, every epoch of every fold of every CNN.
+    assert re.search(r"^\[2/4\] level-1 CNNs \(2-fold on the CPU, 1 torch thread\)  \[\d+ s\]$", text, re.M)
+    assert len(re.findall(r"^ +\d+\.\d s  fold[01] epoch 1/1 train_loss", text, re.M)) == 3 * 2
+    assert "equalization picks the classes" in text  # why its log loss is higher
     holdout, test = read_table(out / "holdout.parquet"), read_table(out / "test.parquet")
     assert holdout.models == test.models == ("resnet10t", "regnety", "mobilenetv3")
     assert holdout.folds is not None and not holdout.meta["fold"].isna().any()

@@ -39,6 +39,13 @@ DEMO_MODELS: tuple[tuple[str, str, int, float], ...] = (
 )
 CANVAS, DIGIT, CROP = 20, 16, 16
 
+#: Printed under the summary: why the last line's log loss is higher although its accuracy is not lower.
+EQUALIZED_LOG_LOSS = (
+    "(equalization picks the classes that give each class its known count, reweighting every row by its class's "
+    "factor and moving a few rows to a lower-ranked class; that costs log loss on the rows it moves wrongly, "
+    "so judge it by accuracy and keep the Blend's probabilities where log loss matters)"
+)
+
 
 def _digit_canvas(pixels: np.ndarray) -> np.ndarray:
     from PIL import Image
@@ -101,7 +108,14 @@ def make_digit_images(root: Path, seed: int = 0, test_per_class: int = 50) -> di
 
 
 def _level1(
-    root: Path, manifests: dict[str, pd.DataFrame], runs: Path, n_folds: int, seed: int, steps: int, epochs: int | None
+    root: Path,
+    manifests: dict[str, pd.DataFrame],
+    runs: Path,
+    n_folds: int,
+    seed: int,
+    steps: int,
+    epochs: int | None,
+    threads: int | None,
 ) -> list[Path]:
     from level1 import Level1Config, train_oof
 
@@ -109,9 +123,15 @@ def _level1(
     manifests["holdout"].to_csv(hold_csv, index=False)
     test_files = [str(root / p) for p in manifests["test"]["path"]]
     tables = []
-    for name, model, model_epochs, lr in DEMO_MODELS:
+    for i, (name, model, model_epochs, lr) in enumerate(DEMO_MODELS, 1):
         n_epochs = model_epochs if epochs is None else epochs
         t0 = time.perf_counter()
+        print(f"      CNN {i}/{len(DEMO_MODELS)} {name} ({model}, {n_epochs} epochs x {n_folds} folds)", flush=True)
+
+        def log(msg: str, t0: float = t0) -> None:
+            # One line per epoch of each fold (the training loop's own message), with the model's elapsed time.
+            print(f"        {time.perf_counter() - t0:6.1f} s  {msg.removeprefix('level1: ')}", flush=True)
+
         cfg = Level1Config(
             data=str(hold_csv),
             folds=n_folds,
@@ -130,12 +150,13 @@ def _level1(
             views=["identity"],
             manip_pattern="_manip",
             device="cpu",
+            threads=threads,
             progress=False,
         )
-        path, skipped = train_oof(cfg, runs / name, test_inputs=test_files, overwrite=True, log=lambda m: None)
+        path, skipped = train_oof(cfg, runs / name, test_inputs=test_files, overwrite=True, log=log)
         if skipped:
             raise RuntimeError(f"level1 skipped demo images: {skipped[:3]}")
-        print(f"  level1 {name:<12} ({model}, {n_epochs} epochs x {n_folds} folds) {time.perf_counter() - t0:6.1f} s")
+        print(f"      {name} done in {time.perf_counter() - t0:.1f} s (out-of-fold and test predictions)", flush=True)
         tables.append(path)
     return tables
 
@@ -178,11 +199,14 @@ def run_demo(
     report: bool = True,
     steps_per_epoch: int = 40,
     epochs: int | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Run the demo; write images, tables, the bundle, predictions and report under ``output``.
 
     ``steps_per_epoch`` and ``epochs`` (None: each model's own, see :data:`DEMO_MODELS`) size the
-    level-1 training; the tests use a few steps to run the whole pipeline quickly.
+    level-1 training; the tests use a few steps to run the whole pipeline quickly.  ``threads``
+    is torch's CPU threads (None: :func:`stacker.threads.default_threads`); the level-1 numbers
+    depend on it, as floating-point sums do on their order.
     """
     from stacker.aggregate import aggregate_models
     from stacker.blend import Blend
@@ -191,18 +215,25 @@ def run_demo(
 
     out = Path(output)
     start = time.perf_counter()
-    print(f"[1/4] real digits -> {out / 'images'} (balanced test set, half manipulated)")
-    manifests = make_digit_images(out / "images", seed=seed)
-    print(f"      holdout {len(manifests['holdout'])} images, test {len(manifests['test'])} images")
 
-    print(f"[2/4] level-1 CNNs ({n_folds}-fold on the CPU)")
-    paths = _level1(out / "images", manifests, out / "runs", n_folds, seed, steps_per_epoch, epochs)
+    def stage(text: str) -> None:
+        print(f"{text}  [{time.perf_counter() - start:.0f} s]", flush=True)
+
+    stage(f"[1/4] real digits -> {out / 'images'} (balanced test set, half manipulated)")
+    manifests = make_digit_images(out / "images", seed=seed)
+    print(f"      holdout {len(manifests['holdout'])} images, test {len(manifests['test'])} images", flush=True)
+
+    from stacker.threads import set_torch_threads
+
+    n_threads = set_torch_threads(threads)
+    stage(f"[2/4] level-1 CNNs ({n_folds}-fold on the CPU, {n_threads} torch thread{'s' * (n_threads > 1)})")
+    paths = _level1(out / "images", manifests, out / "runs", n_folds, seed, steps_per_epoch, epochs, threads)
     merged = merge_tables([read_table(p) for p in paths])
     holdout, test = _split(merged, manifests)
     write_table(holdout, out / "holdout.parquet")
     write_table(test, out / "test.parquet")
 
-    print(f"[3/4] Blend (recipe {recipe!r}) on {len(holdout)} holdout rows, predict {len(test)} test rows")
+    stage(f"[3/4] Blend (recipe {recipe!r}) on {len(holdout)} holdout rows, predict {len(test)} test rows")
     t0 = time.perf_counter()
     blend = Blend(recipe=recipe, n_folds=5, seed=seed, n_jobs=2, progress=False)
     blend.fit(holdout)
@@ -211,7 +242,7 @@ def run_demo(
     write_table(pred, out / "predictions.parquet")
     equalized = HungarianEqualizer(by="manip").fit_transform(pred)
     write_table(equalized, out / "equalized.parquet")
-    print(f"      fitted and predicted in {time.perf_counter() - t0:.1f} s")
+    print(f"      fitted and predicted in {time.perf_counter() - t0:.1f} s", flush=True)
 
     y, manip = test.y, test.manip
     rows = [_row(m, y, test.probs[:, i, :], manip) for i, m in enumerate(test.models)]
@@ -220,11 +251,13 @@ def run_demo(
     rows.append(_row("Blend + equalization", y, equalized.probs[:, 0, :], manip))
     summary = pd.DataFrame(rows).set_index("model")
     oof = blend.scores_["blend"]["all"]
-    print(
-        f"\n[4/4] test set ({len(test)} images, {0 if manip is None else int(manip.sum())} manipulated); "
+    print()
+    stage(
+        f"[4/4] test set ({len(test)} images, {0 if manip is None else int(manip.sum())} manipulated); "
         f"Blend out-of-fold on the holdout: acc {oof['accuracy']:.4f}, log loss {oof['log_loss']:.4f}"
     )
     print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
+    print(EQUALIZED_LOG_LOSS)
     result: dict[str, Any] = {
         "summary": summary,
         "blend_oof": oof,
