@@ -323,6 +323,8 @@ def blend_state(blend: Any, directory: Path) -> dict[str, Any]:
         "level1_correlation": blend.level1_correlation_.tolist() if hasattr(blend, "level1_correlation_") else None,
         "oof": oof,
         "plan": jsonable(getattr(blend, "plan_", None)),
+        # What the Blend was fitted on, for reports (a path, or e.g. "array X").
+        "data": {"source": blend.oof_.source, "rows": len(blend.oof_)} if oof else None,
     }
 
 

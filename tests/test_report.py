@@ -124,3 +124,49 @@ def test_hostile_class_names_neither_crash_the_figures_nor_break_the_data_block(
     assert "<!--<script>" not in text and "<script>x" not in text
     assert text.count("</script>") == 1  # the data block's own end, nothing inside it
     assert _data(text)["classes"] == classes == data["classes"]
+
+
+def test_reliability_bins_and_ece_match_a_direct_computation():
+    from stacker.apps.report import reliability
+
+    rng = np.random.default_rng(0)
+    proba = rng.dirichlet(np.ones(4) * 0.3, size=500)
+    y = rng.integers(0, 4, 500)
+    r = reliability(y, proba, bins=5)
+    conf, hit = proba.max(1), proba.argmax(1) == y
+    ece = 0.0
+    for b in range(5):
+        lo, hi = b / 5, (b + 1) / 5
+        m = (conf >= lo) & ((conf < hi) if b < 4 else (conf <= hi))
+        assert r["count"][b] == m.sum()
+        if m.any():
+            assert r["accuracy"][b] == pytest.approx(hit[m].mean())
+            ece += m.sum() * abs(hit[m].mean() - conf[m].mean())
+    assert r["ece"] == pytest.approx(ece / 500)
+
+
+def test_heatmap_labels_are_dark_on_light_cells_and_axes_zoom_to_the_values():
+    import matplotlib
+
+    from stacker.apps.report import _text_colour, _zoom
+
+    viridis = matplotlib.colormaps["viridis"]
+    assert _text_colour(viridis(1.0)) == "black"  # the yellow end: white text was unreadable there
+    assert _text_colour(viridis(0.0)) == "white"
+    lo, hi = _zoom([0.951, 0.962, 0.97], top=1.0)
+    assert 0.93 < lo < 0.951 and 0.97 < hi <= 1.0  # not 0..1, which hid a 0.02 difference
+
+
+def test_a_chain_bundle_reports_its_blend_and_calibration_and_its_data(tmp_path):
+    from stacker.chain import Chain
+    from stacker.transforms import TemperatureScaling
+
+    holdout = make_table(n_images=150, models=("m1", "m2"), seed=5, n_folds=None)
+    write_table(holdout, tmp_path / "holdout.parquet")
+    blend = Blend(recipe={"name": "t", "families": {"pool": {"count": 1}}}, n_folds=2, n_jobs=1, progress=False)
+    Chain([blend, TemperatureScaling()]).fit(read_table(tmp_path / "holdout.parquet")).save(tmp_path / "bundle")
+    text, data = build_report(tmp_path / "bundle")
+    assert data["steps"] == ["blend", "temperature"]
+    assert data["data"] == "holdout.parquet" and data["data_rows"] == len(holdout)
+    assert "<h1>stacker report: recipe t on holdout.parquet, 150 rows</h1>" in text
+    assert set(data["reliability"]) == {"blend", "after temperature"}
