@@ -60,8 +60,12 @@ _MODEL: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--steps-per-epoch",), "steps_per_epoch", dict(type=int, help="batches per epoch (default: images / batch)")),
     (("--schedule",), "schedule", dict(choices=["plateau", "cosine"], help="Adam learning-rate schedule")),
     (("--lr",), "lr", dict(type=float, help="Adam learning rate (1e-4)")),
-    (("--weight-decay",), "weight_decay", dict(type=float)),
-    (("--plateau-patience",), "plateau_patience", dict(type=int)),
+    (("--weight-decay",), "weight_decay", dict(type=float, help="L2 weight decay of Adam and SGD (0)")),
+    (
+        ("--plateau-patience",),
+        "plateau_patience",
+        dict(type=int, help="epochs without a better score before the plateau schedule halves the learning rate (2)"),
+    ),
     (("--sgd-cycles",), "sgd_cycles", dict(type=int, help="SGD cosine cycles after Adam (0)")),
     (("--sgd-cycle-epochs",), "sgd_cycle_epochs", dict(type=int, help="epochs per SGD cycle (3)")),
     (("--sgd-lr",), "sgd_lr", dict(type=float, help="SGD peak learning rate (1e-3)")),
@@ -76,7 +80,11 @@ _PREDICT: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--manip-variants",), "manip_variants", dict(help="comma-separated manipulations (or 'all') to predict too")),
     (("--predict-size",), "predict_size", dict(type=int, help="side of the predicted region (default: the crop)")),
     (("--checkpoints",), "checkpoints", dict(choices=["top", "best", "last"], help="snapshot ensemble (top)")),
-    (("--batch-size-predict",), "batch_size_predict", dict(type=int)),
+    (
+        ("--batch-size-predict",),
+        "batch_size_predict",
+        dict(type=int, help="prediction batch size (default: the training batch size)"),
+    ),
 ]
 _RUNTIME: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--device",), "device", dict(help="auto, cpu, cuda or cuda:N (auto)")),
