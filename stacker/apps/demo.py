@@ -41,9 +41,8 @@ CANVAS, DIGIT, CROP = 20, 16, 16
 
 #: Printed under the summary: why the last line's log loss is higher although its accuracy is not lower.
 EQUALIZED_LOG_LOSS = (
-    "(equalization picks the classes that give each class its known count, reweighting every row by its class's "
-    "factor and moving a few rows to a lower-ranked class; that costs log loss on the rows it moves wrongly, "
-    "so judge it by accuracy and keep the Blend's probabilities where log loss matters)"
+    "(equalization picks the classes that give every class its known count: it reweights each class and moves "
+    "a few rows to a lower-ranked class, which costs log loss on the rows it moves wrongly; judge it by accuracy)"
 )
 
 

@@ -532,6 +532,16 @@ _CAPTIONS = {
 }
 
 
+def _caption(fid: str, data: dict[str, Any]) -> str:
+    if fid == "reliability" and len(data.get("reliability", {})) == 1:
+        return (
+            "Reliability of the blend's top class on the holdout, out-of-fold: accuracy against mean confidence per "
+            "confidence bin (on the diagonal: calibrated); below, the rows per bin. The bundle has no step after the "
+            "Blend that changes probabilities (a chain with temperature scaling would show a second curve)."
+        )
+    return _CAPTIONS[fid]
+
+
 def _plan_paragraph(plan: dict[str, Any]) -> str:
     """The time budget, and the members it left out with the reason for each."""
     if not plan:
@@ -585,7 +595,7 @@ def _render(title: str, data: dict[str, Any], figures: dict[str, str]) -> str:
         if fid in figures:
             parts.append(
                 f"<figure id='fig-{fid}'><img alt='{fid}' src='data:image/png;base64,{figures[fid]}'/>"
-                f"<figcaption>{_CAPTIONS[fid]}</figcaption></figure>"
+                f"<figcaption>{_caption(fid, data)}</figcaption></figure>"
             )
     # Inside <script> a "</script" or "<!--" in a class name would end or confuse the block: escape every <, >
     # and & as JSON unicode escapes, which JSON.parse reads back unchanged.
