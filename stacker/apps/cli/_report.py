@@ -9,11 +9,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report",
         help="write a self-contained HTML report of a bundle and its predictions",
-        description="Scores of every level-1 model and of the blend (unaltered / manipulated), confusion "
-        "matrix, per-class accuracy and class counts before and after exact equalization, member scores "
-        "and weights, level-1 correlation; matplotlib figures embedded, no network needed.",
+        description="Scores of every level-1 model and of the blend (unaltered / manipulated), a reliability "
+        "diagram before and after a chain's calibration steps, confusion matrix, per-class accuracy and class "
+        "counts before and after exact equalization (with a note when the rows are not class-balanced), member "
+        "scores and weights, level-1 correlation; matplotlib figures embedded, no network needed.",
     )
-    p.add_argument("bundle", help="bundle directory from `stacker fit`")
+    p.add_argument("bundle", help="bundle directory from `stacker fit` (a Blend, or a chain with a Blend step)")
     p.add_argument("predictions", nargs="?", help="prediction table from `stacker predict` (optional)")
     p.add_argument("-o", "--output", required=True, help="HTML file to write")
     p.add_argument("--by", default="auto", help="group column for the equalization (default: manip if present)")
