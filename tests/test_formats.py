@@ -155,9 +155,12 @@ def test_predict_writes_a_submission_per_id(bundle, tmp_path, capsys):
 def test_predict_refuses_a_submission_with_repeated_ids_and_bad_columns(bundle, tmp_path, capsys):
     views = make_table(n_images=20, seed=7, views=("identity", "flip"), n_folds=None)
     write_table(views, tmp_path / "views.parquet")
-    sub = tmp_path / "s.csv"
-    assert main(["predict", str(bundle), str(tmp_path / "views.parquet"), "--submission", str(sub)]) == 2
-    assert "several views" in capsys.readouterr().err and not sub.exists()
+    sub, out = tmp_path / "s.csv", tmp_path / "out.parquet"
+    argv = ["predict", str(bundle), str(tmp_path / "views.parquet"), "--submission", str(sub), "-o", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "several views" in err and "--tta-power" in err
+    assert not sub.exists() and not out.exists()  # a refused submission leaves no output table either
     assert (
         main(
             [
@@ -175,3 +178,13 @@ def test_predict_refuses_a_submission_with_repeated_ids_and_bad_columns(bundle, 
     assert "two different names" in capsys.readouterr().err
     assert main(["predict", str(bundle), str(tmp_path / "views.parquet")]) == 2
     assert "nothing to write" in capsys.readouterr().err
+
+
+def test_predict_says_when_by_has_no_effect(bundle, tmp_path, capsys):
+    table = make_table(n_images=20, seed=8, n_folds=None)
+    write_table(table, tmp_path / "t.parquet")
+    argv = ["predict", str(bundle), str(tmp_path / "t.parquet"), "-o", str(tmp_path / "p.parquet")]
+    assert main([*argv, "--by", "manip", "--post", "none"]) == 0
+    assert "--by manip has no effect without post-processing (--post none)" in capsys.readouterr().err
+    assert main([*argv, "--by", "manip", "--post", "hungarian"]) == 0
+    assert "no effect" not in capsys.readouterr().err

@@ -170,3 +170,18 @@ def test_a_chain_bundle_reports_its_blend_and_calibration_and_its_data(tmp_path)
     assert data["data"] == "holdout.parquet" and data["data_rows"] == len(holdout)
     assert "<h1>stacker report: recipe t on holdout.parquet, 150 rows</h1>" in text
     assert set(data["reliability"]) == {"blend", "after temperature"}
+
+
+def test_balance_is_judged_within_the_equalization_groups():
+    """20 rows per class overall, but 6 to 14 per class within each manip group: the equalizer sees the groups."""
+    from stacker.apps.report import _balance
+
+    y = np.repeat(np.arange(10), 20)
+    groups = np.zeros(200, dtype=int)
+    for c in range(10):
+        n = 6 + (c % 2) * 8  # 6 or 14 of the class's 20 rows in group 1
+        groups[c * 20 : c * 20 + n] = 1
+    assert _balance(y, 10, None)["balanced"]
+    out = _balance(y, 10, groups)
+    assert not out["balanced"] and out["groups"]["1"][:2] == [6, 14]
+    assert _balance(y, 10, np.tile([0, 1], 100))["balanced"]

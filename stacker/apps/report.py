@@ -357,9 +357,19 @@ def _data_name(state: dict[str, Any], oof: PredictionTable | None) -> tuple[str,
     return name, rows
 
 
-def _balance(y: np.ndarray, k: int) -> dict[str, Any]:
+def _balance(y: np.ndarray, k: int, groups: np.ndarray | None) -> dict[str, Any]:
+    """True class counts overall and, when equalizing by a group, within each group (as the equalizer sees them)."""
+
+    def even(counts: np.ndarray) -> bool:
+        return bool(counts.max() - counts.min() <= max(1, 0.02 * counts.max()))
+
     counts = np.bincount(y[y >= 0], minlength=k)
-    return {"counts": counts.tolist(), "balanced": bool(counts.max() - counts.min() <= max(1, 0.02 * counts.max()))}
+    out: dict[str, Any] = {"counts": counts.tolist(), "balanced": even(counts)}
+    if groups is not None:
+        per = {str(g): np.bincount(y[(groups == g) & (y >= 0)], minlength=k) for g in np.unique(groups)}
+        out["groups"] = {g: c.tolist() for g, c in per.items()}
+        out["balanced"] = out["balanced"] and all(even(c) for c in per.values())
+    return out
 
 
 def build_report(
@@ -473,7 +483,8 @@ def build_report(
         cm_a = _confusion(y, ea, k)
         acc_a = np.diag(cm_a) / np.maximum(cm_a.sum(axis=1), 1)
         data["evaluated_on"] = eval_source
-        data["label_balance"] = _balance(y, k)
+        groups = eval_table.meta[group].to_numpy() if group in eval_table.meta.columns else None
+        data["label_balance"] = _balance(y, k, groups)
         data["confusion"] = cm.tolist()
         data["accuracy_before"] = float(np.mean(eb == y))
         data["accuracy_after"] = float(np.mean(ea == y))
@@ -584,10 +595,12 @@ def _render(title: str, data: dict[str, Any], figures: dict[str, str]) -> str:
         )
         balance = data["label_balance"]
         if not balance["balanced"]:
-            counts = balance["counts"]
+            every = [balance["counts"], *balance.get("groups", {}).values()]
+            lo, hi = min(min(c) for c in every), max(max(c) for c in every)
+            where = " within its equalization groups" if "groups" in balance else ""
             parts.append(
                 f"<p class='note' id='unbalanced'><b>Note:</b> the {html.escape(data['evaluated_on'])} is not "
-                f"class-balanced (true class counts {min(counts)} to {max(counts)}). Equalization gives every class "
+                f"class-balanced{where} (true class counts {lo} to {hi}). Equalization gives every class "
                 "the same count, which is right for a balanced test set (as the challenge's was) but not for these "
                 "rows, so the accuracy after equalization here says little about a balanced test set.</p>"
             )

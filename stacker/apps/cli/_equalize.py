@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from stacker.equalize import GreedyEqualizer, HungarianEqualizer
-    from stacker.submission import write_submission
+    from stacker.submission import submission_frame, write_frame
     from stacker.table import read_table, write_table
     from stacker.transforms import SinkhornEqualizer
 
@@ -133,10 +133,12 @@ def run(args: argparse.Namespace) -> int:
             f"accuracy on {int(known.sum())} labelled rows: {np.mean(before[known] == y[known]):.4f} -> "
             f"{np.mean(after[known] == y[known]):.4f}"
         )
+    # Checked before anything is written: a refused submission leaves no output table behind.
+    frame = submission_frame(table, eq.assignment_, columns=columns, source=args.table) if args.submission else None
     if args.output:
         write_table(out, args.output)
         print(f"wrote {args.output}")
-    if args.submission:
-        write_submission(table, eq.assignment_, args.submission, columns=columns, source=args.table)
+    if frame is not None:
+        write_frame(frame, args.submission)
         print(f"wrote {args.submission}: {len(table)} rows")
     return 0

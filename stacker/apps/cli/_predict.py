@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from stacker.blend import Blend
     from stacker.errors import ConfigError
     from stacker.postprocess import apply_postprocess, resolve_by
-    from stacker.submission import write_submission
+    from stacker.submission import submission_frame, write_frame
     from stacker.table import read_table, write_table
 
     columns = submission_columns(args)
@@ -62,13 +62,24 @@ def run(args: argparse.Namespace) -> int:
     if post is not None:
         out, assigned = apply_postprocess(post, out, by)
     else:
+        if args.by not in ("auto", "none", ""):
+            import sys
+
+            why = "the bundle's recipe has no post-processing" if args.post == "recipe" else "--post none"
+            print(
+                f"stacker predict: note: --by {args.by} has no effect without post-processing ({why}); "
+                "pass --post hungarian to equalize by it",
+                file=sys.stderr,
+            )
         assigned = out.probs[:, 0].argmax(axis=1)
+    # The submission is checked before anything is written: a refused one leaves no output table behind.
+    frame = submission_frame(out, assigned, columns=columns, source=args.table) if args.submission else None
     written = []
     if args.output:
         write_table(out, args.output)
         written.append(args.output)
-    if args.submission:
-        write_submission(out, assigned, args.submission, columns=columns, source=args.table)
+    if frame is not None:
+        write_frame(frame, args.submission)
         written.append(args.submission)
     msg = f"wrote {', '.join(written)}: {len(out)} rows" + (
         f", {post} post-processing by {by or 'all rows'}" if post else ""
