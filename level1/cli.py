@@ -29,7 +29,11 @@ _DATA: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
         "manip_pattern",
         dict(help="regex: matching file names are already manipulated (e.g. _manip)"),
     ),
-    (("--folds",), "folds", dict(type=int, help="K for a stratified K-fold split")),
+    (
+        ("--folds",),
+        "folds",
+        dict(type=int, help="K for a stratified K-fold split (default 0: no split; oof needs K >= 2)"),
+    ),
     (("--fold",), "fold", dict(type=int, help="validate on this fold, train on the others")),
     (("--holdout",), "holdout", dict(help="file of image ids to validate on instead of a fold")),
     (("--seed",), "seed", dict(type=int, help="random seed (default 0)")),
@@ -54,7 +58,7 @@ _SAMPLES: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
 _MODEL: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--model",), "model", dict(help="timm model name (default efficientnet_b0)")),
     (("--weights",), "weights", dict(help="backbone weights file (.pth/.pt/.safetensors); random init without")),
-    (("--drop-rate",), "drop_rate", dict(type=float, help="dropout before the head")),
+    (("--drop-rate",), "drop_rate", dict(type=float, help="dropout before the head (default 0)")),
     (("--batch-size",), "batch_size", dict(type=int, help="training batch size (16)")),
     (("--epochs",), "epochs", dict(type=int, help="Adam epochs (10)")),
     (("--steps-per-epoch",), "steps_per_epoch", dict(type=int, help="batches per epoch (default: images / batch)")),
@@ -69,15 +73,27 @@ _MODEL: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--sgd-cycles",), "sgd_cycles", dict(type=int, help="SGD cosine cycles after Adam (0)")),
     (("--sgd-cycle-epochs",), "sgd_cycle_epochs", dict(type=int, help="epochs per SGD cycle (3)")),
     (("--sgd-lr",), "sgd_lr", dict(type=float, help="SGD peak learning rate (1e-3)")),
-    (("--ema-decay",), "ema_decay", dict(type=float, help="keep an EMA of the weights with this decay")),
+    (
+        ("--ema-decay",),
+        "ema_decay",
+        dict(type=float, help="keep an EMA of the weights with this decay (default: no EMA)"),
+    ),
     (("--no-amp",), "amp", dict(action="store_const", const=False, help="no mixed precision on CUDA")),
     (("--top-k",), "top_k", dict(type=int, help="checkpoints kept by validation score (3)")),
     (("--val-manip-weight",), "val_manip_weight", dict(type=float, help="weight of the manipulated loss (0.3)")),
-    (("--val-max-images",), "val_max_images", dict(type=int, help="validate on at most this many images")),
+    (
+        ("--val-max-images",),
+        "val_max_images",
+        dict(type=int, help="validate on at most this many images (default: all)"),
+    ),
 ]
 _PREDICT: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
-    (("--views",), "views", dict(help="comma-separated view groups: identity, d4, fivecrop")),
-    (("--manip-variants",), "manip_variants", dict(help="comma-separated manipulations (or 'all') to predict too")),
+    (("--views",), "views", dict(help="comma-separated view groups: identity, d4, fivecrop (default identity)")),
+    (
+        ("--manip-variants",),
+        "manip_variants",
+        dict(help="comma-separated manipulations (or 'all') to predict too (default: none)"),
+    ),
     (("--predict-size",), "predict_size", dict(type=int, help="side of the predicted region (default: the crop)")),
     (("--checkpoints",), "checkpoints", dict(choices=["top", "best", "last"], help="snapshot ensemble (top)")),
     (
@@ -101,7 +117,7 @@ _RUNTIME: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
 def _add(p: argparse.ArgumentParser, spec: list[tuple[tuple[str, ...], str, dict[str, Any]]], title: str) -> None:
     g = p.add_argument_group(title)
     for flags, dest, kw in spec:
-        if kw.get("action") not in ("store_true", "store_false", "store_const", "count"):
+        if kw.get("action") not in ("store_true", "store_false", "store_const", "count") and "choices" not in kw:
             kw = {"metavar": dest.upper(), **kw}  # not CFG_<NAME>: the internal dest stays out of --help
         g.add_argument(*flags, dest=f"cfg_{dest}", default=S, **kw)
 

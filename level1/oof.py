@@ -42,7 +42,7 @@ def train_oof(
     if cfg.folds < 2:
         from stacker.errors import ConfigError
 
-        raise ConfigError("option 'folds' must be at least 2 for OOF training")
+        raise ConfigError(f"OOF training needs folds (--folds K) of at least 2, one model per fold; got {cfg.folds}")
     out = Path(out_dir)
     if (out / OOF_FILE).exists() and not (resume or overwrite):
         raise RunError(f"{str(out)!r} already holds an OOF run; pass resume (--resume) or overwrite (--overwrite)")

@@ -231,8 +231,13 @@ def train_model(
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out = Path(out_dir)
-    resuming = prepare_run_dir(out, resume, overwrite)
     skipped: list[Skipped] = []
+    if not resume:
+        # Before the run directory is made: a bad option or data must not leave a half-made run behind.
+        cfg.validate()
+        if records is None:
+            records, classes, skipped = load_source(cfg)
+    resuming = prepare_run_dir(out, resume, overwrite)
     if resuming:
         info = json.loads((out / RUN_FILE).read_text())
         stored = Level1Config.from_dict(info["config"])

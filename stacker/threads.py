@@ -66,7 +66,7 @@ def check_threads(threads: object, *, name: str = "threads") -> int | None:
     if threads is None:
         return None
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ConfigError(f"option {name!r} must be a positive integer or unset for the default, got {threads!r}")
+        raise ConfigError(f"option {name} must be a positive integer (or left out for the default), got {threads!r}")
     return threads
 
 

@@ -52,3 +52,10 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     for flag in (0, 1):  # exact equalization per manipulation group: 25 per class in each half
         assert (np.bincount(labels[eq.manip == flag], minlength=10) == 25).all()
     assert (out / "bundle" / "manifest.json").is_file() and (out / "report.html").stat().st_size > 50_000
+
+
+@pytest.mark.parametrize("bad", [["--threads", "0"], ["--folds", "1"], ["--steps", "0"], ["--epochs", "0"]])
+def test_demo_refuses_bad_options_before_writing_anything(tmp_path, capsys, bad):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), *bad]) == 2
+    assert bad[0] in capsys.readouterr().err and not out.exists()

@@ -40,9 +40,9 @@ def test_every_sub_command_and_option_has_help_and_no_internal_names(prog):
         label = f"{path} {'/'.join(action.option_strings) or action.dest}"
         if not action.help or action.help == argparse.SUPPRESS:
             missing.append(label)
-        if action.option_strings and action.nargs != 0:
+        if action.option_strings and action.nargs != 0 and not (action.metavar is None and action.choices):
             # The value's name comes from the option (--batch-size BATCH_SIZE) or is a short word (S, P),
-            # never a dest the code uses inside (the CFG_BATCH_SIZE level1 once showed).
+            # never a dest the code uses inside (the CFG_BATCH_SIZE level1 once showed); choices show as {a,b}.
             metavar = action.metavar if action.metavar is not None else action.dest.upper()
             names = {f.lstrip("-").upper().replace("-", "_") for f in action.option_strings}
             if isinstance(metavar, str) and metavar not in names and "_" in metavar:

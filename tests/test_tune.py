@@ -565,3 +565,11 @@ def test_cli_reports_bad_input_clearly(tmp_path, files, capsys):
     assert rc == 2 and ".toml" in capsys.readouterr().err
     rc = main(["tune", str(tmp_path / "nope.parquet"), "--trials", "1", "-o", str(tmp_path / "b.toml")])
     assert rc == 2 and "nope.parquet" in capsys.readouterr().err
+
+
+def test_tune_refuses_zero_trials_before_making_its_storage(tmp_path, capsys):
+    from stacker.apps.cli import main
+
+    assert main(["tune", str(tmp_path / "h.parquet"), "-o", str(tmp_path / "best.toml"), "--trials", "0"]) == 2
+    assert "--trials must be at least 1" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

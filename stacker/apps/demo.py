@@ -210,8 +210,17 @@ def run_demo(
     from stacker.aggregate import aggregate_models
     from stacker.blend import Blend
     from stacker.equalize import HungarianEqualizer
+    from stacker.errors import ConfigError
     from stacker.merge import merge_tables
+    from stacker.threads import check_threads
 
+    # Checked before anything is written or trained.
+    check_threads(threads, name="threads (--threads)")
+    for name, value in (("n_folds (--folds)", n_folds), ("steps_per_epoch (--steps)", steps_per_epoch)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (2 if "folds" in name else 1):
+            raise ConfigError(f"option {name} must be an integer >= {2 if 'folds' in name else 1}, got {value!r}")
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+        raise ConfigError(f"option epochs (--epochs) must be an integer >= 1, got {epochs!r}")
     out = Path(output)
     start = time.perf_counter()
 

@@ -82,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     from stacker.table import read_table
     from stacker.tune import DEFAULT_STUDY, describe_storage, export_best, open_storage, tune
 
+    if args.trials < 1:  # before a storage file is made
+        raise ConfigError(f"--trials must be at least 1, got {args.trials}")
     if args.journal and args.storage:
         raise ConfigError("give either --storage or --journal, not both")
     if not args.output.lower().endswith(".toml"):
