@@ -106,7 +106,7 @@ def _cmd_manipulate(args) -> int:
     from PIL import Image
 
     from holdout.errors import ImageError
-    from holdout.manipulate import MANIPULATIONS, manipulate, parse_manipulation, random_manipulation
+    from holdout.manipulate import MANIPULATIONS, manipulate, parse_manipulation, random_manipulation, source_size
     from holdout.scan import write_manifest
     from stacker.files import atomic_path
 
@@ -130,12 +130,12 @@ def _cmd_manipulate(args) -> int:
                 out = manipulate(im, kind, size=args.size, backend=args.backend)
             except ImageError as exc:
                 hint = ""
-                if "centre crop needed" in str(exc) and args.size:
+                if "needs a centre crop" in str(exc) and args.size:
                     side = min(im.size)
-                    hint = (
-                        f"; pass a smaller --size (at most {side // 2} for this image, as a crop of twice the "
-                        "size is manipulated first) or --size none for the whole image"
-                    )
+                    # The largest size whose source crop fits (a crop larger than the output is manipulated first).
+                    fits = [s for s in range(2, side + 1, 2) if source_size(kind, s) <= side]
+                    most = f"at most {fits[-1]} for this image" if fits else "the image is too small for any"
+                    hint = f"; pass a smaller --size ({most}) or --size none to manipulate the whole image"
                 raise ImageError(f"{src}: {exc}{hint}") from None
             dest = outdir / f"{src.stem}__{kind}.png"  # PNG: no second lossy step
             with atomic_path(dest) as tmp:

@@ -160,6 +160,8 @@ def save(step: Any, path: str | os.PathLike[str]) -> Path:
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The verified manifest of a bundle directory (its checksum, and every listed file's)."""
     root = Path(path)
+    if root.is_file():
+        raise BundleError(f"bundle {str(root)!r} is a file, not a bundle directory (written by stacker fit)")
     if not root.is_dir():
         raise BundleError(f"bundle {str(root)!r} does not exist or is not a directory")
     mpath = root / MANIFEST

@@ -177,3 +177,13 @@ def test_bad_inputs():
     # grey arrays and other PIL modes are turned into RGB
     assert manipulate(np.zeros((600, 600), np.uint8), "gamma0.8", size=256).mode == "RGB"
     assert manipulate(Image.new("L", (600, 600)), "jpg90", size=256).size == (256, 256)
+
+
+def test_the_command_names_the_largest_size_that_fits(tmp_path, capsys):
+    from holdout.cli import main
+
+    Image.fromarray(np.zeros((512, 512, 3), np.uint8)).save(tmp_path / "crop.png")
+    assert main(["manipulate", str(tmp_path / "crop.png"), "-o", str(tmp_path / "out"), "--kinds", "resize0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "pass a smaller --size (at most 256 for this image) or --size none" in err
+    assert main(["manipulate", str(tmp_path / "crop.png"), "-o", str(tmp_path / "out"), "--size", "256"]) == 0

@@ -100,6 +100,9 @@ def test_report_refuses_bad_bundles_and_mismatched_predictions(fitted, tmp_path,
         build_report(root / "bundle", other)
     assert main(["report", str(tmp_path / "nope"), "-o", str(tmp_path / "r.html")]) == 2
     assert not (tmp_path / "r.html").exists()
+    capsys.readouterr()
+    assert main(["report", str(root / "pred.parquet"), "-o", str(tmp_path / "r.html")]) == 2
+    assert "is a file, not a bundle directory" in capsys.readouterr().err
 
 
 def test_report_refuses_a_modified_oof_table(fitted, tmp_path):
