@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="holdout",
         description="Build an external holdout from EXIF-verified photos, and apply the challenge's manipulations.",
     )
-    parser.add_argument("--version", action="version", version=f"holdout (stacker) {__version__}")
+    parser.add_argument("--version", action="version", version=f"holdout (stacker {__version__})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser(

@@ -237,7 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     if args.command == "predict" and not args.images and not args.manifest:
-        parser.error("predict: give image files/folders or --manifest")
+        print("level1 predict: error: give image files or folders to predict, or --manifest", file=sys.stderr)
+        return 2
     from stacker.console import run_command
 
     hint = f"; continue with: level1 {args.command} ... -o {args.output} --resume" if args.command != "predict" else ""

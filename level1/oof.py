@@ -43,6 +43,13 @@ def train_oof(
         from stacker.errors import ConfigError
 
         raise ConfigError(f"OOF training needs folds (--folds K) of at least 2, one model per fold; got {cfg.folds}")
+    for name, flag in (("fold", "--fold"), ("holdout", "--holdout")):
+        if getattr(cfg, name) is not None:
+            from stacker.errors import ConfigError
+
+            raise ConfigError(
+                f"OOF training validates every fold model on its own fold; {flag} is for level1 train (one model)"
+            )
     out = Path(out_dir)
     if (out / OOF_FILE).exists() and not (resume or overwrite):
         raise RunError(f"{str(out)!r} already holds an OOF run; pass resume (--resume) or overwrite (--overwrite)")

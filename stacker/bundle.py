@@ -122,11 +122,10 @@ def is_bundle(path: str | os.PathLike[str]) -> bool:
     return (p / MANIFEST).is_file() or (p / _LEGACY_CHAIN).is_file()
 
 
-def save(step: Any, path: str | os.PathLike[str]) -> Path:
-    """Write a fitted step as a bundle directory at ``path``, atomically.
+def check_target(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a place to save a bundle: absent, empty, or a bundle (replaced); else a BundleError.
 
-    An existing bundle is replaced only once the new one is complete; a file, or a non-empty
-    directory that is not a bundle, is refused (it may hold someone's work).
+    Commands call it before they fit, so a wrong output path fails in a second, not after the fit.
     """
     target = Path(path)
     if target.exists() and not target.is_dir():
@@ -136,6 +135,16 @@ def save(step: Any, path: str | os.PathLike[str]) -> Path:
             f"{str(target)!r} is a non-empty directory that is not a stacker bundle; refusing to "
             "replace it: remove it or choose another path"
         )
+    return target
+
+
+def save(step: Any, path: str | os.PathLike[str]) -> Path:
+    """Write a fitted step as a bundle directory at ``path``, atomically.
+
+    An existing bundle is replaced only once the new one is complete; a file, or a non-empty
+    directory that is not a bundle, is refused (it may hold someone's work).
+    """
+    target = check_target(path)
     with atomic_dir(target) as tmp:
         state = step.get_state(tmp)
         try:

@@ -240,3 +240,22 @@ def test_default_stays_within_the_documented_quality_of_the_full_recipe(cifar_ta
     assert default.plan_["skipped"]  # the budget did bind
     assert d["accuracy"] >= best["accuracy"] - 0.003
     assert d["log_loss"] <= best["log_loss"] + 0.006
+
+
+def test_cli_fit_checks_its_options_and_output_before_reading_the_table(tmp_path, capsys):
+    """A missing table is never read: the options and the output path fail first, naming the flag."""
+    busy = tmp_path / "work"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("someone's work")
+    missing = str(tmp_path / "missing.parquet")
+    for extra, said in (
+        (["--time-limit", "-3"], "--time-limit must be a positive number"),
+        (["-k", "1"], "-k/--folds must be at least 2"),
+        (["-j", "0"], "-j/--jobs must be a non-zero integer"),
+        (["-o", str(busy)], "not a stacker bundle"),
+    ):
+        argv = ["fit", missing, "-o", str(tmp_path / "b"), *extra]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert said in err and "missing.parquet" not in err, err
+    assert (busy / "notes.txt").read_text() == "someone's work"

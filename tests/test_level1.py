@@ -430,3 +430,21 @@ def test_validation_runs_in_eval_mode_and_leaves_batchnorm_stats_alone(tmp_path)
     after = {k: v for k, v in net.state_dict().items() if "running" in k}
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert 0.0 <= metrics["val_acc"] <= 1.0
+
+
+@pytest.mark.parametrize("extra", [{"fold": 1}, {"holdout": "ids.txt"}])
+def test_oof_refuses_options_for_one_model(tmp_path, extra):
+    from level1 import Level1Config, train_oof
+    from stacker.errors import ConfigError
+
+    cfg = Level1Config(data=str(tmp_path), folds=2, **extra)
+    with pytest.raises(ConfigError, match="level1 train"):
+        train_oof(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_predict_without_images_is_one_error_line(capsys):
+    from level1.cli import main
+
+    assert main(["predict", "run", "-o", "x.parquet"]) == 2
+    assert capsys.readouterr().err == "level1 predict: error: give image files or folders to predict, or --manifest\n"

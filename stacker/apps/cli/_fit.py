@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "-r",
         "--recipe",
         default=None,
-        help="shipped recipe name (default, cmi-1st-place, fast, ...) or a TOML/YAML file",
+        help="shipped recipe name (default: default; also best, cmi-1st-place, fast) or a TOML/YAML file",
     )
     p.add_argument(
         "--class-weight",
@@ -127,10 +127,30 @@ def summary_line(blend, n_rows: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stacker.blend import Blend
-    from stacker.table import read_table, write_table
+    import sys
 
+    from stacker.blend import Blend
+    from stacker.bundle import check_target
+    from stacker.errors import ConfigError
+    from stacker.planner import check_time_limit
+    from stacker.table import FOLD, read_table, write_table
+
+    # The options and the output path are checked before the table is read and the fit starts.
+    time_limit = parse_time_limit(args.time_limit)
+    check_time_limit(time_limit, "--time-limit")
+    if args.folds < 2:
+        raise ConfigError(f"-k/--folds must be at least 2, got {args.folds}")
+    if args.jobs == 0:
+        raise ConfigError("-j/--jobs must be a non-zero integer (-1: every core)")
+    check_target(args.output)
     table = read_table(args.table, renormalize=args.renormalize, atol=args.atol)
+    if FOLD in table.meta.columns and table.meta[FOLD].notna().any():
+        n = int(table.meta[FOLD].nunique())
+        print(
+            f"stacker fit: note: the table's {FOLD!r} column ({n} folds, from level 1) is not used; the Blend "
+            f"makes its own {args.folds} folds grouped by image id (-k)",
+            file=sys.stderr,
+        )
     blend = Blend(
         recipe=args.recipe,
         class_weight=parse_class_weight(args.class_weight),
@@ -142,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         progress=not args.no_progress,
         tta_power=args.tta_power,
-        time_limit=parse_time_limit(args.time_limit),
+        time_limit=time_limit,
         device=args.device,
     ).fit(table)
     blend.save(args.output)
