@@ -50,6 +50,8 @@ __all__ = [
     "save",
     "load",
     "read_manifest",
+    "check_target",
+    "find_blend",
     "is_bundle",
     "write_members",
     "read_members",
@@ -389,6 +391,25 @@ def blend_summary(state: dict[str, Any]) -> dict[str, Any]:
         "member_weights": {m["name"]: m["weight"] for m in state["members"]},
         "scores": state["scores"]["blend"],
     }
+
+
+def find_blend(root: Path, manifest: dict[str, Any]) -> tuple[dict[str, Any], Path, list[str], int | None]:
+    """The Blend's state and directory in a Blend bundle or a chain; the chain's step kinds; the Blend's index.
+
+    ``manifest`` is :func:`read_manifest`'s (verified).  For readers that do not rebuild the Blend (reports).
+    """
+    kind = manifest.get("kind")
+    if kind == "blend":
+        return manifest.get("state", {}), root, ["blend"], None
+    if kind == "chain":
+        steps = manifest.get("state", {}).get("steps") or []
+        kinds = [str(step.get("kind")) for step in steps if isinstance(step, dict)]
+        for i, step in enumerate(steps):
+            if isinstance(step, dict) and step.get("kind") == "blend":
+                return step.get("state", {}), safe_path(root, step.get("dir"), f"steps[{i}].dir"), kinds, i
+    raise BundleError(
+        f"bundle {str(root)!r} holds a {kind} with no Blend step (a Blend bundle or a chain with a Blend is needed)"
+    )
 
 
 def oof_path(root: Path, state: dict[str, Any]) -> Path | None:

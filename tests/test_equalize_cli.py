@@ -109,3 +109,14 @@ def test_cifar_equalization_keeps_accuracy(cifar_table):
     # The test set is balanced: forcing the quotas must not cost more than a hair of accuracy.
     assert after >= before - 0.002
     assert float(np.mean(greedy.assignment_ == y)) >= before - 0.01
+
+
+def test_by_auto_is_manip_when_the_table_has_it(tmp_path, table_path):
+    outs = {}
+    for by in ("auto", "manip"):
+        outs[by] = tmp_path / f"{by}.parquet"
+        assert main(["equalize", str(table_path), "--by", by, "-o", str(outs[by])]) == 0
+    a, m = read_table(outs["auto"]), read_table(outs["manip"])
+    np.testing.assert_array_equal(a.probs, m.probs)
+    assert main(["equalize", str(table_path), "-o", str(tmp_path / "all.parquet")]) == 0
+    assert not np.array_equal(read_table(tmp_path / "all.parquet").probs, a.probs)

@@ -188,3 +188,17 @@ def test_predict_says_when_by_has_no_effect(bundle, tmp_path, capsys):
     assert "--by manip has no effect without post-processing (--post none)" in capsys.readouterr().err
     assert main([*argv, "--by", "manip", "--post", "hungarian"]) == 0
     assert "no effect" not in capsys.readouterr().err
+
+
+def test_predict_says_when_its_rows_are_the_ones_the_blend_was_fitted_on(bundle, tmp_path, capsys):
+    fitted = make_table(n_images=120, seed=5)  # the bundle's own holdout
+    write_table(fitted, tmp_path / "h.parquet")
+    argv = ["predict", str(bundle), str(tmp_path / "h.parquet"), "-o", str(tmp_path / "p.parquet")]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"{len(fitted)} of the {len(fitted)} rows have ids the Blend was fitted on" in err
+    other = make_table(n_images=30, seed=9, n_folds=None)
+    other = other.replace(meta=other.meta.assign(id=[f"new{i}" for i in range(len(other))]))
+    write_table(other, tmp_path / "o.parquet")
+    assert main(["predict", str(bundle), str(tmp_path / "o.parquet"), "-o", str(tmp_path / "q.parquet")]) == 0
+    assert "fitted on" not in capsys.readouterr().err

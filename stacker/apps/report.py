@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from stacker.bundle import read_manifest
+from stacker.bundle import find_blend, read_manifest
 from stacker.errors import BundleError, ConfigError
 from stacker.files import atomic_write_text
 from stacker.table import MANIP, PredictionTable, read_table
@@ -314,24 +314,6 @@ def _read_oof(root: Path, state: dict[str, Any]) -> PredictionTable | None:
 _ASSIGNERS = frozenset({"hungarian", "greedy"})
 
 
-def _find_blend(root: Path, manifest: dict[str, Any]) -> tuple[dict[str, Any], Path, list[str], int | None]:
-    """The Blend's state and directory in a Blend bundle or a chain; the chain's step kinds; the Blend's index."""
-    from stacker.bundle import safe_path
-
-    kind = manifest.get("kind")
-    if kind == "blend":
-        return manifest.get("state", {}), root, ["blend"], None
-    if kind == "chain":
-        steps = manifest.get("state", {}).get("steps") or []
-        kinds = [str(step.get("kind")) for step in steps if isinstance(step, dict)]
-        for i, step in enumerate(steps):
-            if isinstance(step, dict) and step.get("kind") == "blend":
-                return step.get("state", {}), safe_path(root, step.get("dir"), f"steps[{i}].dir"), kinds, i
-    raise BundleError(
-        f"bundle {str(root)!r} holds a {kind} with no Blend; the report reads Blend bundles and chains with a Blend"
-    )
-
-
 def _calibrated(root: Path, index: int | None, oof: PredictionTable) -> tuple[PredictionTable | None, list[str]]:
     """The Blend's out-of-fold table through the chain's steps after the Blend that change probabilities."""
     if index is None:
@@ -396,7 +378,7 @@ def build_report(
 
     root = Path(bundle)
     manifest = read_manifest(root)
-    state, blend_dir, kinds, blend_index = _find_blend(root, manifest)
+    state, blend_dir, kinds, blend_index = find_blend(root, manifest)
     try:
         summary = blend_summary(state)
     except (KeyError, TypeError) as exc:

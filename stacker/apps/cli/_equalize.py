@@ -71,7 +71,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("table", help="prediction table (parquet), usually the Blend's output")
     add_output_options(p, "equalized one-model table (parquet)", "fname,camera")
-    p.add_argument("--by", action="append", help="meta column to equalize within (repeatable), e.g. manip")
+    p.add_argument(
+        "--by",
+        action="append",
+        help="meta column to equalize within (repeatable), e.g. manip; 'auto': manip when the table has it "
+        "(what stacker predict does by default); default: the whole table",
+    )
     p.add_argument("--quota", help="per-class quota: counts or proportions (see above); default equal shares")
     p.add_argument("--lower", help="per-class lower bounds instead of --quota")
     p.add_argument("--upper", help="per-class upper bounds instead of --quota")
@@ -99,7 +104,12 @@ def run(args: argparse.Namespace) -> int:
     columns = submission_columns(args)
     refuse_overwrite([args.output, args.submission], [args.table])
     table = read_table(args.table, renormalize=args.renormalize, atol=args.atol)
-    by = None if not args.by else (args.by[0] if len(args.by) == 1 else args.by)
+    cols = [c for c in (args.by or []) if c != "none"]
+    if "auto" in cols:  # as stacker predict --by auto: manip when the table has it
+        from stacker.postprocess import resolve_by
+
+        cols = [c for c in cols if c != "auto"] + [c for c in [resolve_by("auto", table.meta.columns)] if c]
+    by = None if not cols else (cols[0] if len(cols) == 1 else cols)
     quota, lower, upper = parse_quota(args.quota), parse_quota(args.lower), parse_quota(args.upper)
     if args.method == "exact":
         eq = HungarianEqualizer(

@@ -89,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
 
         from stacker import metrics
 
+        _note_in_sample(args.bundle, out)
+
         y = out.y
         known = y >= 0
         p = out.probs[known, 0]
@@ -98,3 +100,31 @@ def run(args: argparse.Namespace) -> int:
         )
     print(msg)
     return 0
+
+
+def _note_in_sample(path: str, table) -> None:
+    """Say so when the rows to predict are rows the Blend was fitted on: their accuracy is in-sample."""
+    import sys
+    from pathlib import Path
+
+    from stacker import bundle
+    from stacker.table import ID, read_table
+
+    root = Path(path)
+    try:
+        state, blend_dir, _, _ = bundle.find_blend(root, bundle.read_manifest(root))
+        oof = bundle.oof_path(blend_dir, state)
+    except bundle.BundleError:
+        return
+    if oof is None:
+        return
+    fitted = set(read_table(oof).meta[ID].astype(str))
+    shared = int(table.meta[ID].astype(str).isin(fitted).sum())
+    if shared:
+        acc = state.get("scores", {}).get("blend", {}).get("all", {}).get("accuracy")
+        print(
+            f"stacker predict: note: {shared} of the {len(table)} rows have ids the Blend was fitted on; their "
+            "scores below are in-sample"
+            + (f" (the Blend's out-of-fold accuracy on its holdout: {acc:.4f})" if acc is not None else ""),
+            file=sys.stderr,
+        )
