@@ -14,9 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="One row per sample out: the power mean (p=1 arithmetic, p=0 geometric, "
         "p=2 root mean square) of the views of each image, renormalised.",
     )
-    p.add_argument("table", help="prediction table (parquet)")
+    p.add_argument("table", help="prediction table (parquet, CSV or .npz)")
     p.add_argument("-p", "--power", type=float, default=1.0, help="power-mean exponent (default 1)")
-    p.add_argument("-o", "--output", required=True, help="aggregated table (parquet)")
+    p.add_argument("-o", "--output", required=True, help="aggregated table (parquet, or CSV by its suffix)")
     add_table_options(p)
     p.set_defaults(func=run)
 

@@ -69,8 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "maximising the total log-probability. A table with several models is averaged first "
         "(or pick one with --model). Quota syntax: 264 | 0.1 | 264,264,... | CLASS=264,...",
     )
-    p.add_argument("table", help="prediction table (parquet), usually the Blend's output")
-    add_output_options(p, "equalized one-model table (parquet)", "fname,camera")
+    p.add_argument("table", help="prediction table (parquet, CSV or .npz), usually the Blend's output")
+    add_output_options(p, "equalized one-model table (parquet, or CSV by its suffix)", "fname,camera")
     p.add_argument(
         "--by",
         action="append",

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "split of the holdout, combines them, prints out-of-fold scores and writes a bundle directory "
         "(JSON manifest + native model files).",
     )
-    p.add_argument("table", help="labelled holdout prediction table (parquet)")
+    p.add_argument("table", help="labelled holdout prediction table (parquet, CSV or .npz)")
     p.add_argument("-o", "--output", required=True, help="bundle directory to write")
     p.add_argument(
         "-r",
@@ -66,7 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="cpu",
         help="where XGBoost, LightGBM (where its GPU build exists) and the Keras MLP members train (default cpu)",
     )
-    p.add_argument("--oof", default=None, help="also write the out-of-fold blend predictions (parquet)")
+    p.add_argument(
+        "--oof", default=None, help="also write the out-of-fold blend predictions (parquet, or CSV by its suffix)"
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_table_options(p)
     p.set_defaults(func=run)

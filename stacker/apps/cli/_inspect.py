@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Rows, images, views, models, classes, label balance, and for each model and "
         "for the power-mean aggregate the accuracy and log loss (split by manipulation flag).",
     )
-    p.add_argument("table", help="prediction table (parquet)")
+    p.add_argument("table", help="prediction table (parquet, CSV or .npz)")
     p.add_argument("-p", "--power", type=float, default=1.0, help="power-mean exponent for views (default 1)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     add_table_options(p)

@@ -14,8 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Join tables written by separate level-1 runs; refuses mismatched classes, "
         "duplicate models or rows missing from one table.",
     )
-    p.add_argument("tables", nargs="+", help="prediction tables (parquet)")
-    p.add_argument("-o", "--output", required=True, help="merged table (parquet)")
+    p.add_argument("tables", nargs="+", help="prediction tables (parquet, CSV or .npz)")
+    p.add_argument("-o", "--output", required=True, help="merged table (parquet, or CSV by its suffix)")
     add_table_options(p)
     p.set_defaults(func=run)
 

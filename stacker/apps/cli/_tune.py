@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "processes may share one study through PostgreSQL or a journal file. The best trial is "
         "written as a recipe that `stacker fit --recipe` reads.",
     )
-    p.add_argument("table", help="labelled holdout prediction table (parquet)")
+    p.add_argument("table", help="labelled holdout prediction table (parquet, CSV or .npz)")
     p.add_argument("--trials", type=int, default=20, help="trials this process runs (default 20)")
     p.add_argument("-o", "--output", required=True, help="best recipe (TOML), rewritten after each new best")
     p.add_argument(
@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--recipe",
         default=None,
-        help="base recipe bounding the search: a shipped name or a file (default: the Blend's default)",
+        help="base recipe bounding the search: a shipped name or a file (default: the 'default' recipe's "
+        "members and ranges; its time budget does not carry over: see --trial-time-limit)",
     )
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of folds, members and resamples (default 0)")
@@ -53,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="time budget of each trial's Blend fit (default: none)",
+        help="time budget of each trial's Blend fit (default: none, whatever the base recipe's budget)",
     )
     p.add_argument("--n-jobs", type=int, default=-1, help="parallel member fits (default -1: all cores)")
     p.add_argument("--scheduler", default=None, help="tcp://HOST:PORT of a Dask scheduler to run the fits on")
