@@ -229,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("crops", nargs="+", help="image files or folders of images")
     p.add_argument("-o", "--output", required=True, help="output folder (PNG files + manifest.parquet)")
-    p.add_argument("--kinds", default="all", help=f"comma-separated names or 'all' ({', '.join(MANIPULATIONS)})")
+    p.add_argument(
+        "--kinds", default="all", help=f"comma-separated names or 'all' ({', '.join(MANIPULATIONS)}; default all)"
+    )
     p.add_argument("--random", action="store_true", help="one random manipulation per input instead of all kinds")
     p.add_argument("--seed", type=int, default=0, help="seed of --random (default 0)")
     p.add_argument(

@@ -188,3 +188,13 @@ def test_balance_is_judged_within_the_equalization_groups():
     out = _balance(y, 10, groups)
     assert not out["balanced"] and out["groups"]["1"][:2] == [6, 14]
     assert _balance(y, 10, np.tile([0, 1], 100))["balanced"]
+
+
+def test_the_report_names_the_predictions_it_read(fitted, tmp_path):
+    root, blend, pred = fitted
+    unlabelled = pred.replace(meta=pred.meta.assign(label=None))
+    write_table(unlabelled, tmp_path / "unlabelled.parquet")
+    text, data = build_report(root / "bundle", tmp_path / "unlabelled.parquet")
+    assert "unlabelled.parquet</code>: not (all) labelled" in text and data["evaluated_on"] == "holdout out-of-fold"
+    text, _ = build_report(root / "bundle", root / "pred.parquet")
+    assert "pred.parquet</code>: labelled" in text

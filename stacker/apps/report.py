@@ -535,6 +535,19 @@ def _caption(fid: str, data: dict[str, Any]) -> str:
     return _CAPTIONS[fid]
 
 
+def _predictions_paragraph(data: dict[str, Any]) -> str:
+    """Which predictions the counts (and, when labelled, the confusion matrix) come from."""
+    if "predictions" not in data:
+        return ""
+    name = html.escape(str(data["predictions"]))
+    if data.get("evaluated_on") == "predictions":
+        return f"<p>Predictions <code>{name}</code>: labelled, so the figures below are scored on them.</p>"
+    return (
+        f"<p>Predictions <code>{name}</code>: not (all) labelled, so they give the class counts; the confusion "
+        "matrix and per-class accuracy come from the holdout out-of-fold.</p>"
+    )
+
+
 def _plan_paragraph(plan: dict[str, Any]) -> str:
     """The time budget, and the members it left out with the reason for each."""
     if not plan:
@@ -565,6 +578,7 @@ def _render(title: str, data: dict[str, Any], figures: dict[str, str]) -> str:
         + f", stacker {html.escape(str(data['library_version']))}; {len(data['classes'])} classes, "
         f"{len(data['models'])} level-1 models, {len(data['member_weights'])} members.</p>",
         _plan_paragraph(data["plan"]),
+        _predictions_paragraph(data),
         "<h2>Scores (out-of-fold on the holdout)</h2>",
         _score_table(rows),
     ]
