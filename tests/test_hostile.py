@@ -382,7 +382,7 @@ def test_fit_options_an_outside_probe_broke(tmp_path, capsys):
     holdout = write_table(make_table(n_images=60), tmp_path / "h.parquet")
     base = ["fit", str(holdout), "-o", str(tmp_path / "b"), "-r", "fast", "-k", "3", "--no-progress"]
     for extra, message in (
-        (["-j", "0"], "n_jobs"),
+        (["-j", "0"], "-j/--jobs"),
         (["-j", "1", "--class-weight", '{"HTC-1-M7": 1e308}'], "at most 1e12"),
         (["-j", "1", "--scheduler", "notaurl"], "Dask scheduler"),
     ):
