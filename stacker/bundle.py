@@ -49,6 +49,7 @@ __all__ = [
     "FORMAT_VERSION",
     "save",
     "load",
+    "from_manifest",
     "read_manifest",
     "check_target",
     "find_blend",
@@ -212,10 +213,14 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def load(path: str | os.PathLike[str]) -> Any:
     """The fitted step saved at ``path`` (a Blend, a Chain, ...), every check of the module docstring done."""
+    root = Path(path)
+    return from_manifest(root, read_manifest(root))
+
+
+def from_manifest(root: Path, manifest: dict[str, Any]) -> Any:
+    """The step of a manifest :func:`read_manifest` verified, rebuilt (for a reader that needs both)."""
     from stacker.base import get_transform_class
 
-    root = Path(path)
-    manifest = read_manifest(root)
     cls = get_transform_class(manifest["kind"])
     try:
         return cls.from_state(manifest["state"], root)

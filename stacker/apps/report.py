@@ -314,20 +314,25 @@ def _read_oof(root: Path, state: dict[str, Any]) -> PredictionTable | None:
 _ASSIGNERS = frozenset({"hungarian", "greedy"})
 
 
-def _calibrated(root: Path, index: int | None, oof: PredictionTable) -> tuple[PredictionTable | None, list[str]]:
-    """The Blend's out-of-fold table through the chain's steps after the Blend that change probabilities."""
+def _calibrated(
+    root: Path, manifest: dict[str, Any], index: int | None, oof: PredictionTable
+) -> tuple[PredictionTable | None, list[str]]:
+    """The Blend's out-of-fold table through the chain's steps after the Blend that change probabilities.
+
+    Only those steps are rebuilt, from the manifest already verified: not the Blend and its members.
+    """
     if index is None:
         return None, []
     from stacker.chain import Chain
 
-    chain = Chain.load(root)
-    after = [s for s in list(chain.steps)[index + 1 :] if type(s).kind not in _ASSIGNERS]
-    if not after:
+    # A malformed entry is kept, so that Chain.from_state refuses it with a BundleError.
+    later = [
+        e for e in manifest["state"]["steps"][index + 1 :] if not (isinstance(e, dict) and e.get("kind") in _ASSIGNERS)
+    ]
+    if not later:
         return None, []
-    table = oof
-    for step in after:
-        table = step.transform(table)
-    return table, [str(type(s).kind) for s in after]
+    steps = Chain.from_state({"steps": later}, root)
+    return steps.transform(oof), [str(e["kind"]) for e in later]
 
 
 def _data_name(state: dict[str, Any], oof: PredictionTable | None) -> tuple[str, int | None]:
@@ -414,7 +419,7 @@ def build_report(
     if oof is not None and oof.has_labels:
         y_oof = oof.y
         curves = {"blend": reliability(y_oof, oof.probs[:, 0, :])}
-        calibrated, steps = _calibrated(root, blend_index, oof)
+        calibrated, steps = _calibrated(root, manifest, blend_index, oof)
         if calibrated is not None:
             curves["after " + ", ".join(steps)] = reliability(y_oof, calibrated.probs[:, 0, :])
         data["reliability"] = curves

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from stacker.apps.cli._common import add_output_options, add_table_options, refuse_overwrite, submission_columns
 from stacker.postprocess import POSTPROCESS
@@ -50,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
             f"{args.bundle!r} is not a bundle but {args.table!r} is: the bundle comes first "
             "(stacker predict BUNDLE TABLE)"
         )
-    step = bundle.load(args.bundle)
+    manifest = bundle.read_manifest(args.bundle)  # verified once: for the step and for the in-sample note
+    step = bundle.from_manifest(Path(args.bundle), manifest)
     table = read_table(args.table, renormalize=args.renormalize, atol=args.atol)
     out = step.transform(table)
     if out.n_models != 1:
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
         from stacker import metrics
 
-        _note_in_sample(args.bundle, out)
+        _note_in_sample(Path(args.bundle), manifest, out)
 
         y = out.y
         known = y >= 0
@@ -102,17 +104,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _note_in_sample(path: str, table) -> None:
+def _note_in_sample(root: Path, manifest: dict, table) -> None:
     """Say so when the rows to predict are rows the Blend was fitted on: their accuracy is in-sample."""
     import sys
-    from pathlib import Path
 
     from stacker import bundle
     from stacker.table import ID, read_table
 
-    root = Path(path)
     try:
-        state, blend_dir, _, _ = bundle.find_blend(root, bundle.read_manifest(root))
+        state, blend_dir, _, _ = bundle.find_blend(root, manifest)
         oof = bundle.oof_path(blend_dir, state)
     except bundle.BundleError:
         return
