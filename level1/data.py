@@ -40,6 +40,7 @@ __all__ = [
     "Skipped",
     "scan_folder",
     "read_manifest",
+    "read_config_manifest",
     "collect_images",
     "load_source",
     "probe_records",
@@ -250,6 +251,19 @@ def collect_images(
     return records, skipped
 
 
+def read_config_manifest(path: str | os.PathLike[str], cfg: Any) -> tuple[list[ImageRecord], list[str], list[Skipped]]:
+    """:func:`read_manifest` with the column names and manipulation pattern of a :class:`Level1Config`."""
+    return read_manifest(
+        path,
+        path_col=cfg.path_col,
+        label_col=cfg.label_col,
+        fold_col=cfg.fold_col,
+        manip_col=cfg.manip_col,
+        kind_col=cfg.kind_col,
+        manip_pattern=cfg.manip_pattern,
+    )
+
+
 def load_source(cfg: Any) -> tuple[list[ImageRecord], list[str], list[Skipped]]:
     """Records, classes and skipped files of ``cfg.data`` (a folder or a manifest)."""
     if not cfg.data:
@@ -258,15 +272,7 @@ def load_source(cfg: Any) -> tuple[list[ImageRecord], list[str], list[Skipped]]:
     if p.is_dir():
         return scan_folder(p, manip_pattern=cfg.manip_pattern)
     if p.is_file():
-        return read_manifest(
-            p,
-            path_col=cfg.path_col,
-            label_col=cfg.label_col,
-            fold_col=cfg.fold_col,
-            manip_col=cfg.manip_col,
-            kind_col=cfg.kind_col,
-            manip_pattern=cfg.manip_pattern,
-        )
+        return read_config_manifest(p, cfg)
     raise ImageDataError(f"data {str(p)!r} is neither an image folder nor a manifest file")
 
 

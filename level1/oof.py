@@ -39,14 +39,12 @@ def train_oof(
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     cfg.validate()
+    from stacker.errors import ConfigError
+
     if cfg.folds < 2:
-        from stacker.errors import ConfigError
-
         raise ConfigError(f"OOF training needs folds (--folds K) of at least 2, one model per fold; got {cfg.folds}")
-    for name, flag in (("fold", "--fold"), ("holdout", "--holdout")):
-        if getattr(cfg, name) is not None:
-            from stacker.errors import ConfigError
-
+    for flag, value in (("--fold", cfg.fold), ("--holdout", cfg.holdout)):
+        if value is not None:
             raise ConfigError(
                 f"OOF training validates every fold model on its own fold; {flag} is for level1 train (one model)"
             )

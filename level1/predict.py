@@ -216,21 +216,13 @@ def predict(
     predict_size, checkpoints, device, workers, threads, batch_size_predict, progress,
     manip_pattern).  Writes the table to ``output`` (parquet) when given.
     """
-    from level1.data import collect_images, read_manifest
+    from level1.data import collect_images, read_config_manifest
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     runs = resolve_runs(run)
     cfg = Level1Config.from_dict(run_info(runs[0])["config"]).replace(**options)
     if manifest is not None:
-        records, _, skipped = read_manifest(
-            manifest,
-            path_col=cfg.path_col,
-            label_col=cfg.label_col,
-            fold_col=cfg.fold_col,
-            manip_col=cfg.manip_col,
-            kind_col=cfg.kind_col,
-            manip_pattern=cfg.manip_pattern,
-        )
+        records, _, skipped = read_config_manifest(manifest, cfg)
         records = [r.__class__(r.id, r.path, r.label, r.manip, r.manip_kind, None) for r in records]
     else:
         records, skipped = [], []

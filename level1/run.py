@@ -63,8 +63,8 @@ def runtime_threads(cfg: Any, device: Any, log: Any = None, *, size: int | None 
 
     from stacker.threads import available_cores, cap_workers, set_torch_threads
 
-    if device.type == "cpu" and cap_workers(cfg.workers) < cfg.workers:
-        workers = cap_workers(cfg.workers)
+    workers = cap_workers(cfg.workers) if device.type == "cpu" else cfg.workers
+    if workers < cfg.workers:
         (log or (lambda m: print(m, file=sys.stderr)))(
             f"level1: {cfg.workers} DataLoader workers on {available_cores()} cores would leave no core for the "
             f"model; using {workers}"

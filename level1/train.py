@@ -232,7 +232,7 @@ def train_model(
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out = Path(out_dir)
     skipped: list[Skipped] = []
-    if not resume:
+    if not (resume and (out / LAST).exists()):  # a fresh run (prepare_run_dir resumes exactly then)
         # Before the run directory is made: a bad option or data must not leave a half-made run behind.
         cfg.validate()
         if records is None:
@@ -245,10 +245,7 @@ def train_model(
         classes = list(info["classes"])
         train, val = _read_split(out / SPLIT_FILE)
     else:
-        cfg.validate()
-        if records is None:
-            records, classes, skipped = load_source(cfg)
-        assert classes is not None
+        assert records is not None and classes is not None
         unlabelled = [r.id for r in records if r.label is None]
         if unlabelled:
             raise ImageDataError(f"training needs a label for every image; unlabelled: {unlabelled[:5]}")
