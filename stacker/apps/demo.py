@@ -216,11 +216,13 @@ def run_demo(
 
     # Checked before anything is written or trained.
     check_threads(threads, name="threads (--threads)")
-    for name, value in (("n_folds (--folds)", n_folds), ("steps_per_epoch (--steps)", steps_per_epoch)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < (2 if "folds" in name else 1):
-            raise ConfigError(f"option {name} must be an integer >= {2 if 'folds' in name else 1}, got {value!r}")
-    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
-        raise ConfigError(f"option epochs (--epochs) must be an integer >= 1, got {epochs!r}")
+    for name, value, least in (
+        ("n_folds (--folds)", n_folds, 2),
+        ("steps_per_epoch (--steps)", steps_per_epoch, 1),
+        ("epochs (--epochs)", 1 if epochs is None else epochs, 1),  # None: each model's own
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"option {name} must be an integer >= {least}, got {value!r}")
     out = Path(output)
     start = time.perf_counter()
 

@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from stacker.equalize import GreedyEqualizer, HungarianEqualizer
+    from stacker.postprocess import resolve_by
     from stacker.submission import submission_frame, write_frame
     from stacker.table import read_table, write_table
     from stacker.transforms import SinkhornEqualizer
@@ -104,11 +105,8 @@ def run(args: argparse.Namespace) -> int:
     columns = submission_columns(args)
     refuse_overwrite([args.output, args.submission], [args.table])
     table = read_table(args.table, renormalize=args.renormalize, atol=args.atol)
-    cols = [c for c in (args.by or []) if c != "none"]
-    if "auto" in cols:  # as stacker predict --by auto: manip when the table has it
-        from stacker.postprocess import resolve_by
-
-        cols = [c for c in cols if c != "auto"] + [c for c in [resolve_by("auto", table.meta.columns)] if c]
+    # As stacker predict reads --by: 'auto' is manip when the table has it, 'none' no grouping.
+    cols = [c for c in (resolve_by(b, table.meta.columns) for b in args.by or []) if c]
     by = None if not cols else (cols[0] if len(cols) == 1 else cols)
     quota, lower, upper = parse_quota(args.quota), parse_quota(args.lower), parse_quota(args.upper)
     if args.method == "exact":
