@@ -340,8 +340,7 @@ def _data_name(state: dict[str, Any], oof: PredictionTable | None) -> tuple[str,
     info: dict[str, Any] = raw if isinstance(raw, dict) else {}
     source = info.get("source") or (oof.source if oof is not None else None) or "a table in memory"
     rows = info.get("rows") if isinstance(info.get("rows"), int) else (len(oof) if oof is not None else None)
-    name = Path(source).name if ("/" in str(source) or str(source).endswith((".parquet", ".csv"))) else str(source)
-    return name, rows
+    return Path(str(source)).name, rows  # a file's name; "demo holdout" or "<array X>" as they are
 
 
 def _balance(y: np.ndarray, k: int, groups: np.ndarray | None) -> dict[str, Any]:
