@@ -1,6 +1,7 @@
 """CPU-seconds and wall time of one level-1 run alone and beside busy processes, before and after.
 
     python benchmarks/bench_cpu_share.py [--busy 2] [--epochs 1] [--steps 20] [--grid]
+    python benchmarks/bench_cpu_share.py --sizes 48,96,224 [--busy 2]
 
 The run is the demo's first CNN (resnet10t on the demo's real digit images, 2-fold
 out-of-fold training plus the test predictions) as ``level1 oof`` runs it:
@@ -12,6 +13,11 @@ out-of-fold training plus the test predictions) as ``level1 oof`` runs it:
   :func:`stacker.threads.default_threads` threads);
 - ``--grid`` adds the two mixed settings (spinning with one thread, sleeping with one per
   core), which tell the two changes apart.
+
+``--sizes`` measures instead where a second thread starts to pay, which is
+:data:`stacker.threads.SPLIT_FROM`: resnet10t training steps (batch 16, random
+images, ``OMP_WAIT_POLICY=PASSIVE``) in images per second at each input size with one
+thread and with one per core, alone and beside ``--busy`` busy processes.
 
 Each setting runs alone, then beside ``--busy`` processes that spin in a Python loop
 (other work on the same cores).  CPU-seconds are the run's own user + system time
@@ -49,6 +55,59 @@ train_oof(cfg, out, overwrite=True, log=lambda m: None)
 """
 
 
+# The child of --sizes: train-step throughput of resnet10t at one input size and thread count.
+RATE = r"""
+import sys, time
+import timm, torch
+threads, size, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+model = timm.create_model("resnet10t", num_classes=10)
+opt = torch.optim.Adam(model.parameters())
+x, y = torch.randn(16, 3, size, size), torch.randint(0, 10, (16,))
+def step():
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+step()
+t0, n = time.perf_counter(), 0
+while time.perf_counter() - t0 < seconds:
+    step()
+    n += 16
+print(n / (time.perf_counter() - t0))
+"""
+
+
+def _busy(n: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def _sizes(a: argparse.Namespace, cores: int) -> None:
+    sizes = [int(v) for v in a.sizes.split(",")]
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    print(f"resnet10t training, batch 16, img/s with 1 / {cores} threads (PASSIVE), {a.seconds:g} s each", flush=True)
+    for busy in sorted({0, a.busy}):
+        for size in sizes:
+            rates = []
+            for threads in (1, cores):
+                loops = _busy(busy)
+                try:
+                    out = subprocess.run(
+                        [sys.executable, "-c", RATE, str(threads), str(size), str(a.seconds)],
+                        env=env, capture_output=True, text=True, check=True,
+                    )  # fmt: skip
+                finally:
+                    for p in loops:
+                        p.kill()
+                        p.wait()
+                rates.append(float(out.stdout.strip().splitlines()[-1]))
+            print(
+                f"  {size:4d} px, {busy} busy: {rates[0]:6.1f} / {rates[1]:6.1f} img/s "
+                f"({rates[1] / rates[0]:.2f}x with {cores} threads)",
+                flush=True,
+            )
+
+
 def _images(root: Path) -> Path:
     from stacker.apps.demo import make_digit_images
 
@@ -64,7 +123,7 @@ def _run(
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
     if policy:
         env["OMP_WAIT_POLICY"] = policy
-    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
+    loops = _busy(busy)
     try:
         time.sleep(0.5 if busy else 0.0)
         t0 = time.perf_counter()
@@ -88,11 +147,16 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1, help="epochs per fold (1)")
     ap.add_argument("--steps", type=int, default=20, help="batches of 64 per epoch (20)")
     ap.add_argument("--grid", action="store_true", help="also the two mixed settings")
+    ap.add_argument("--sizes", help="instead: img/s at these input sizes with 1 thread and one per core")
+    ap.add_argument("--seconds", type=float, default=8.0, help="seconds per --sizes measurement (8)")
     a = ap.parse_args()
 
     from stacker.threads import available_cores, default_threads
 
     cores = available_cores()
+    if a.sizes:
+        _sizes(a, cores)
+        return
     import torch
 
     settings = [("before", -1, None), ("after", 0, "PASSIVE")]
