@@ -17,8 +17,9 @@ defaults beside the busy processes, and 0.75x / 0.96x alone):
 - **The intra-op thread count.**  :func:`default_threads` is what ``level1`` and
   ``stacker demo`` use unless told otherwise (``--threads``, ``threads=``): one thread
   for inputs smaller than :data:`SPLIT_FROM` pixels a side, whose operators are too small
-  to split (resnet10t training on 2 cores, img/s with 1 and 2 threads: 101 / 84 at 48 px,
-  32 / 35 at 96 px, 5.9 / 9.6 at 224 px; beside two busy processes 3.8 / 5.9 at 224 px);
+  to split (``bench_cpu_share.py --sizes``, resnet10t training on 2 cores, img/s with 1 and
+  2 threads: 164 / 100 at 16 px, 75 / 82 at 48 px, 33 / 43 at 96 px, 6.1 / 9.9 at 224 px;
+  beside two busy processes 52 / 53 at 48 px; the threshold is conservative, see the README);
   from there every core this process may use, less the DataLoader workers (each worker
   is a process that takes a core of its own).  The Blend's members run with one thread
   each, side by side (:mod:`stacker.parallel`).
