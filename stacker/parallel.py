@@ -164,29 +164,47 @@ def _start_worker(parent: int) -> None:
 
 
 def watch_parent(parent: int, interval: float = 0.5) -> None:
-    """In a worker process started by ``parent``: exit within ``interval`` seconds once ``parent`` is gone.
+    """In a worker process started by ``parent``: exit as soon as ``parent`` is gone.
 
     A ``kill -9`` of ``stacker fit`` gives its joblib/loky (or process-pool) workers no chance to be told;
-    without this they linger, holding gigabytes, until loky's idle timeout or forever.  A thread polls
-    ``os.getppid()``, which changes when the parent dies and the worker is re-parented.  Nothing is
-    watched in the parent itself, or in a process that ``parent`` did not start (a Dask worker).
-    Idempotent per process; usable as a ``ProcessPoolExecutor`` initializer.
+    without this they linger, holding gigabytes, until loky's idle timeout or forever.  On Linux a thread
+    waits on a pidfd of ``parent``, which the kernel makes readable the moment ``parent`` exits, reaped or
+    not: a worker that starts while its killed parent is still an unreaped zombie (``os.kill(pid, 0)``
+    still succeeds then, and ``os.getppid()`` has already changed) exits too.  Elsewhere the thread polls
+    every ``interval`` seconds for the parent pid to vanish or for this process to be re-parented (there a
+    worker that starts beside an unreaped parent is not caught).
+    Nothing is watched in ``parent`` itself.  Idempotent per process; meant as the initializer of a pool
+    that ``parent`` owns (loky, ``ProcessPoolExecutor``).
     """
     if os.getpid() == parent or parent in _WATCHED:
         return
-    if os.getppid() != parent:
-        if not _pid_alive(parent):  # orphaned before this ran (the parent was killed while we started)
-            os._exit(1)
-        return  # started by someone else (a Dask worker): not ours to stop
     _WATCHED.add(parent)
+    try:
+        pidfd: int | None = os.pidfd_open(parent)
+    except ProcessLookupError:  # already gone (and reaped)
+        os._exit(1)
+    except (AttributeError, OSError):  # not Linux >= 5.3 / Python >= 3.9: poll instead
+        pidfd = None
+    ppid = os.getppid()
+    if pidfd is None and not _pid_alive(parent):
+        os._exit(1)
 
-    def run() -> None:
+    def wait_pidfd(fd: int) -> None:
+        import select
+
+        select.select([fd], [], [])  # readable once the parent has exited
+        os._exit(1)
+
+    def poll() -> None:
         while True:
             time.sleep(interval)
-            if os.getppid() != parent:
+            if os.getppid() != ppid or not _pid_alive(parent):
                 os._exit(1)
 
-    threading.Thread(target=run, name="stacker-watch-parent", daemon=True).start()
+    if pidfd is not None:
+        threading.Thread(target=wait_pidfd, args=(pidfd,), name="stacker-watch-parent", daemon=True).start()
+    else:
+        threading.Thread(target=poll, name="stacker-watch-parent", daemon=True).start()
 
 
 def _run_dask(fn, tasks, shared, scheduler: str) -> Iterator[tuple[Any, Any]]:

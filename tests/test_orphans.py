@@ -34,10 +34,32 @@ def _alive(procs):
     return out
 
 
+def _spawned_by_loky(since):
+    """Loky's workers and resource trackers started since ``since`` (a ``create_time``), wherever they are now."""
+    out = []
+    for p in psutil.process_iter(["cmdline", "create_time"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if (p.info["create_time"] or 0) >= since and ("loky" in cmd or "resource_tracker" in cmd):
+            out.append(p)
+    return out
+
+
+def _loky_workers(parent):
+    return [c for c in parent.children(recursive=True) if "LokyProcess" in " ".join(c.cmdline())]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: the fits run in-process, with no workers to orphan")
-@pytest.mark.parametrize("command", ["fit", "tune"])
-def test_kill_9_leaves_no_worker_behind(tmp_path, command):
+@pytest.mark.parametrize(
+    "command, moment",
+    [("fit", "running"), ("tune", "running"), ("fit", "starting")],
+    ids=["fit-running", "tune-running", "fit-starting-unreaped"],
+)
+def test_kill_9_leaves_no_worker_behind(tmp_path, command, moment):
+    """``running``: killed once both workers are fitting.  ``starting``: killed as soon as the first worker
+    process exists, before it has run its initializer, and left an unreaped zombie for two seconds (as a
+    parent that does not wait leaves it): the workers still start, see a parent pid that answers
+    ``kill(pid, 0)``, and must not take it for alive."""
     holdout = write_table(make_table(n_images=1500, seed=1), tmp_path / "holdout.parquet")
     recipe = tmp_path / "slow.toml"
     recipe.write_text(Recipe.from_dict(SLOW).to_toml())
@@ -64,19 +86,20 @@ def test_kill_9_leaves_no_worker_behind(tmp_path, command):
     proc = subprocess.Popen(
         cmd, env={**os.environ, "KERAS_BACKEND": "torch"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+    want = 1 if moment == "starting" else 2
     workers = []
     try:
         parent = psutil.Process(proc.pid)
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            workers = [c for c in parent.children(recursive=True) if "python" in c.name().lower()]
-            if len(workers) >= 2:
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None and len(workers) >= 2, "the fit did not start its workers in time"
-        time.sleep(1.0)  # let the workers take their first tasks
-        workers = parent.children(recursive=True)
+        while time.monotonic() < deadline and proc.poll() is None and len(_loky_workers(parent)) < want:
+            time.sleep(0.01 if moment == "starting" else 0.2)
+        assert proc.poll() is None and len(_loky_workers(parent)) >= want, "the fit did not start its workers in time"
+        if moment == "running":
+            time.sleep(2.0)  # let the workers take their first tasks
         os.kill(proc.pid, signal.SIGKILL)
+        if moment == "starting":
+            time.sleep(2.0)  # the zombie stays unreaped while the workers finish starting
+        workers = _spawned_by_loky(parent.create_time())  # re-parented by now: found by command line
         proc.wait(timeout=10)
         deadline = time.monotonic() + 15
         while _alive(workers) and time.monotonic() < deadline:
@@ -88,3 +111,45 @@ def test_kill_9_leaves_no_worker_behind(tmp_path, command):
             proc.kill()
         for p in _alive(workers):  # a failed test must not leave them either
             p.kill()
+
+
+_PARENT = """
+import multiprocessing as mp, os, sys, time
+from stacker.parallel import watch_parent
+
+def child(parent, pidfd):
+    if not pidfd:
+        del os.pidfd_open  # as on a system without pidfds: the polling watcher
+    watch_parent(parent, interval=0.1)
+    print(os.getpid(), flush=True)  # watching now
+    time.sleep(60)
+
+if __name__ == "__main__":
+    p = mp.get_context("spawn").Process(target=child, args=(os.getpid(), sys.argv[1] == "pidfd"))
+    p.start()
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("watcher", ["pidfd", "poll"])
+def test_watch_parent_exits_with_its_parent(tmp_path, watcher):
+    if watcher == "pidfd" and not hasattr(os, "pidfd_open"):
+        pytest.skip("no os.pidfd_open on this system")
+    script = tmp_path / "parent.py"
+    script.write_text(_PARENT)
+    proc = subprocess.Popen([sys.executable, str(script), watcher], stdout=subprocess.PIPE, text=True)
+    child = None
+    try:
+        child = psutil.Process(int(proc.stdout.readline()))
+        time.sleep(0.3)
+        assert _alive([child]), "the child died with its parent still alive"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _alive([child]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive([child]), f"the {watcher} watcher left its child running after the parent's kill -9"
+    finally:
+        proc.kill()
+        if child is not None and _alive([child]):
+            child.kill()
