@@ -28,7 +28,7 @@ import numpy as np
 from level1.config import Level1Config
 from level1.data import EvalDataset, ImageRecord, Skipped, collate_eval, probe_records, view_names
 from level1.errors import RunError
-from level1.run import load_models, resolve_device, resolve_runs, run_info, runtime_threads
+from level1.run import load_models, loader_worker_init, resolve_device, resolve_runs, run_info, runtime_threads
 
 __all__ = ["predict_items", "predict_records", "predict", "write_prediction"]
 
@@ -70,6 +70,7 @@ def predict_items(
         shuffle=False,
         num_workers=workers,
         collate_fn=collate_eval,
+        worker_init_fn=loader_worker_init(),
         pin_memory=device.type == "cuda",
     )
     skipped: list[Skipped] = []

@@ -74,6 +74,16 @@ def runtime_threads(cfg: Any, device: Any, log: Any = None, *, size: int | None 
     return cfg
 
 
+def loader_worker_init() -> Any:
+    """A DataLoader ``worker_init_fn`` that makes each worker exit the moment this process dies, even by
+    ``kill -9`` (torch's own watchdog takes up to 5 s, and its worker may print a traceback meanwhile)."""
+    import functools
+
+    from stacker.parallel import watch_parent
+
+    return functools.partial(watch_parent, os.getpid())
+
+
 def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> bool:
     """Return True when an existing run is resumed."""
     if (out / LAST).exists() or (out / RUN_FILE).exists():

@@ -45,7 +45,7 @@ from level1.data import (
     write_skipped,
 )
 from level1.errors import ImageDataError
-from level1.run import LAST, RUN_FILE, SPLIT_FILE, prepare_run_dir, resolve_device, runtime_threads
+from level1.run import LAST, RUN_FILE, SPLIT_FILE, loader_worker_init, prepare_run_dir, resolve_device, runtime_threads
 from stacker.files import atomic_path, atomic_write_text
 
 __all__ = ["TrainResult", "train_model", "write_json"]
@@ -337,6 +337,7 @@ def train_model(
         num_workers=cfg.workers,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
+        worker_init_fn=loader_worker_init(),
         drop_last=False,
     )
     val_records, val_items = _validation_items(val, cfg) if val else ([], [])

@@ -153,3 +153,39 @@ def test_watch_parent_exits_with_its_parent(tmp_path, watcher):
         proc.kill()
         if child is not None and _alive([child]):
             child.kill()
+
+
+@pytest.mark.slow
+def test_kill_9_of_level1_train_leaves_no_dataloader_worker(tmp_path):
+    pytest.importorskip("timm")
+    from test_level1 import TINY, _write_dataset
+
+    root = _write_dataset(tmp_path / "d", per_class=6)
+    cmd = [
+        *(sys.executable, "-c", "import sys; from level1.cli import main; sys.exit(main())", "train"),
+        *("--data", str(root), "-o", str(tmp_path / "run"), "--model", TINY, "--crop", "48", "--batch-size", "6"),
+        *("--epochs", "20", "--steps-per-epoch", "500", "--workers", "1", "--folds", "2", "--fold", "0"),
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    workers = []
+    try:
+        parent = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and not workers:
+            workers = parent.children(recursive=True)
+            time.sleep(0.05)
+        assert proc.poll() is None and workers, "level1 train did not start its DataLoader worker in time"
+        time.sleep(1.0)  # the worker is loading batches
+        workers = parent.children(recursive=True)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while _alive(workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(workers), "a DataLoader worker outlived the killed level1 train"
+        assert "Traceback" not in proc.stderr.read(), "the dying DataLoader worker printed a traceback"
+    finally:
+        proc.kill()
+        for p in _alive(workers):
+            p.kill()
