@@ -172,7 +172,8 @@ def watch_parent(parent: int, interval: float = 0.5) -> None:
     not: a worker that starts while its killed parent is still an unreaped zombie (``os.kill(pid, 0)``
     still succeeds then, and ``os.getppid()`` has already changed) exits too.  Elsewhere the thread polls
     every ``interval`` seconds for the parent pid to vanish or for this process to be re-parented (there a
-    worker that starts beside an unreaped parent is not caught).
+    worker that starts beside an unreaped parent is not caught).  Once the parent is gone, an uncaught
+    exception (a broken pipe to it) ends the worker without a traceback.
     Nothing is watched in ``parent`` itself.  Idempotent per process; meant as the initializer of a pool
     that ``parent`` owns (loky, ``ProcessPoolExecutor``).
     """
@@ -180,31 +181,71 @@ def watch_parent(parent: int, interval: float = 0.5) -> None:
         return
     _WATCHED.add(parent)
     try:
-        pidfd: int | None = os.pidfd_open(parent)
+        pidfd = os.pidfd_open(parent)
     except ProcessLookupError:  # already gone (and reaped)
         os._exit(1)
     except (AttributeError, OSError):  # not Linux >= 5.3 / Python >= 3.9: poll instead
-        pidfd = None
+        pass
+    else:
+        _quiet_once_orphaned(lambda: _readable(pidfd, timeout=1.0))
+        threading.Thread(target=_exit_when_readable, args=(pidfd,), name="stacker-watch-parent", daemon=True).start()
+        return
+    if not _pid_alive(parent):
+        os._exit(1)
     ppid = os.getppid()
-    if pidfd is None and not _pid_alive(parent):
-        os._exit(1)
 
-    def wait_pidfd(fd: int) -> None:
-        import select
-
-        select.select([fd], [], [])  # readable once the parent has exited
-        os._exit(1)
+    def gone() -> bool:
+        return os.getppid() != ppid or not _pid_alive(parent)
 
     def poll() -> None:
         while True:
             time.sleep(interval)
-            if os.getppid() != ppid or not _pid_alive(parent):
+            if gone():
                 os._exit(1)
 
-    if pidfd is not None:
-        threading.Thread(target=wait_pidfd, args=(pidfd,), name="stacker-watch-parent", daemon=True).start()
-    else:
-        threading.Thread(target=poll, name="stacker-watch-parent", daemon=True).start()
+    def gone_soon() -> bool:
+        time.sleep(2 * interval)  # the broken pipe can come before the parent's pid is gone
+        return gone()
+
+    _quiet_once_orphaned(gone_soon)
+    threading.Thread(target=poll, name="stacker-watch-parent", daemon=True).start()
+
+
+def _readable(fd: int, timeout: float | None = None) -> bool:
+    import select
+
+    return bool(select.select([fd], [], [], timeout)[0])  # a pidfd is readable once its process has exited
+
+
+def _exit_when_readable(pidfd: int) -> None:
+    _readable(pidfd)
+    os._exit(1)
+
+
+def _quiet_once_orphaned(gone: Callable[[], bool]) -> None:
+    """Make an uncaught exception end this worker silently when its parent is gone (``gone()`` waits a moment).
+
+    When the parent dies its pipes close before the kernel wakes the watcher, so a thread of the worker can
+    meet the broken pipe first (``multiprocessing.resource_sharer``, serving a tensor's file descriptor to the
+    parent, met ``EOFError``) and print a traceback for a failure that is only the kill.  Any other
+    exception is reported as before, once ``gone()`` has said no.
+    """
+    import sys
+
+    sys_hook, thread_hook = sys.excepthook, threading.excepthook
+
+    def on_exception(*exc: Any) -> None:
+        if gone():
+            os._exit(1)
+        sys_hook(*exc)
+
+    def on_thread_exception(args: Any) -> None:
+        if gone():
+            os._exit(1)
+        thread_hook(args)
+
+    sys.excepthook = on_exception
+    threading.excepthook = on_thread_exception
 
 
 def _run_dask(fn, tasks, shared, scheduler: str) -> Iterator[tuple[Any, Any]]:

@@ -34,6 +34,14 @@ def _alive(procs):
     return out
 
 
+def _alive_after(procs, seconds, step=0.1):
+    """Those of ``procs`` still alive once they have all exited, or after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while _alive(procs) and time.monotonic() < deadline:
+        time.sleep(step)
+    return _alive(procs)
+
+
 def _spawned_by_loky(since):
     """Loky's workers and resource trackers started since ``since`` (a ``create_time``), wherever they are now."""
     out = []
@@ -101,10 +109,7 @@ def test_kill_9_leaves_no_worker_behind(tmp_path, command, moment):
             time.sleep(2.0)  # the zombie stays unreaped while the workers finish starting
         workers = _spawned_by_loky(parent.create_time())  # re-parented by now: found by command line
         proc.wait(timeout=10)
-        deadline = time.monotonic() + 15
-        while _alive(workers) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        left = _alive(workers)
+        left = _alive_after(workers, 15, step=0.2)
         assert not left, f"{len(left)} worker(s) outlived the killed {command}: {[p.pid for p in left]}"
     finally:
         if proc.poll() is None:
@@ -145,10 +150,9 @@ def test_watch_parent_exits_with_its_parent(tmp_path, watcher):
         assert _alive([child]), "the child died with its parent still alive"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
-        deadline = time.monotonic() + 10
-        while _alive([child]) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _alive([child]), f"the {watcher} watcher left its child running after the parent's kill -9"
+        assert not _alive_after([child], 10, step=0.05), (
+            f"the {watcher} watcher left its child running after the parent's kill -9"
+        )
     finally:
         proc.kill()
         if child is not None and _alive([child]):
@@ -180,12 +184,30 @@ def test_kill_9_of_level1_train_leaves_no_dataloader_worker(tmp_path):
         workers = parent.children(recursive=True)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
-        deadline = time.monotonic() + 15
-        while _alive(workers) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not _alive(workers), "a DataLoader worker outlived the killed level1 train"
+        assert not _alive_after(workers, 15), "a DataLoader worker outlived the killed level1 train"
         assert "Traceback" not in proc.stderr.read(), "the dying DataLoader worker printed a traceback"
     finally:
         proc.kill()
         for p in _alive(workers):
             p.kill()
+
+
+@pytest.mark.parametrize("orphaned", [True, False])
+def test_an_orphaned_worker_ends_silently_on_an_uncaught_exception(orphaned):
+    """The broken pipe to a killed parent can reach a worker's thread before its watcher wakes: once the
+    parent is gone the exception ends the worker without a traceback; otherwise it is reported as before."""
+    code = (
+        "import threading, time\n"
+        "from stacker.parallel import _quiet_once_orphaned\n"
+        f"_quiet_once_orphaned(lambda: {orphaned})\n"
+        "def serve():\n"
+        "    raise EOFError('the parent closed its end')\n"
+        "threading.Thread(target=serve).start()\n"
+        "time.sleep(0.5)\n"
+        "print('still running')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    if orphaned:
+        assert done.returncode == 1 and done.stderr == "" and done.stdout == ""
+    else:
+        assert "EOFError: the parent closed its end" in done.stderr and done.stdout == "still running\n"
