@@ -27,7 +27,8 @@ import numpy as np
 from stacker.bundle import find_blend, read_manifest
 from stacker.errors import BundleError, ConfigError
 from stacker.files import atomic_write_text
-from stacker.table import MANIP, PredictionTable, read_table
+from stacker.postprocess import resolve_by
+from stacker.table import PredictionTable, read_table
 
 __all__ = ["build_report", "write_report", "FIGURES"]
 
@@ -442,10 +443,8 @@ def build_report(
             "nothing to draw the confusion matrix from: pass labelled predictions, "
             "or a bundle that contains oof.parquet"
         )
-    group = None if by == "none" else by
-    if by == "auto":
-        group = MANIP if MANIP in counts_table.meta.columns else None
-    elif group is not None and group not in counts_table.meta.columns:
+    group = resolve_by(by, counts_table.meta.columns)  # as stacker predict reads --by
+    if group is not None and group not in counts_table.meta.columns:
         raise ConfigError(f"no group column {group!r} to equalize by; columns: {list(counts_table.meta.columns)}")
     data["equalized_by"] = group
 
@@ -515,6 +514,10 @@ def _score_table(rows: dict[str, Any]) -> str:
     return f"<div class='wide'><table class='scores'>{head}{''.join(body)}</table></div>"
 
 
+_RELIABILITY = (
+    "Reliability of the blend's top class on the holdout, out-of-fold: accuracy against mean confidence per "
+    "confidence bin (on the diagonal: calibrated)"
+)
 _CAPTIONS = {
     "scores": "Accuracy and log loss of every level-1 model and of the blend, unaltered and manipulated rows.",
     "confusion": "Confusion matrix of the blend.",
@@ -523,18 +526,16 @@ _CAPTIONS = {
     "member-scores": "Out-of-fold log loss of every blend member, by family; dashed: the blend.",
     "member-weights": "Weight of every member in the blend.",
     "level1-correlation": "Correlation of the level-1 models' out-of-fold log-probabilities.",
-    "reliability": "Reliability of the blend's top class on the holdout, out-of-fold: accuracy against mean "
-    "confidence per confidence bin (on the diagonal: calibrated), before and after the chain's steps that change "
-    "probabilities (fitted on these rows, so the second curve is in-sample); below, the rows per bin.",
+    "reliability": _RELIABILITY + ", before and after the chain's steps that change probabilities (fitted on these "
+    "rows, so the second curve is in-sample); below, the rows per bin.",
 }
 
 
 def _caption(fid: str, data: dict[str, Any]) -> str:
     if fid == "reliability" and len(data.get("reliability", {})) == 1:
         return (
-            "Reliability of the blend's top class on the holdout, out-of-fold: accuracy against mean confidence per "
-            "confidence bin (on the diagonal: calibrated); below, the rows per bin. The bundle has no step after the "
-            "Blend that changes probabilities (a chain with temperature scaling would show a second curve)."
+            _RELIABILITY + "; below, the rows per bin. The bundle has no step after the Blend that changes "
+            "probabilities (a chain with temperature scaling would show a second curve)."
         )
     return _CAPTIONS[fid]
 
