@@ -212,7 +212,7 @@ def run_demo(
     from stacker.equalize import HungarianEqualizer
     from stacker.errors import ConfigError
     from stacker.merge import merge_tables
-    from stacker.threads import check_threads
+    from stacker.threads import check_threads, default_threads
 
     # Checked before anything is written or trained.
     check_threads(threads, name="threads (--threads)")
@@ -233,9 +233,7 @@ def run_demo(
     manifests = make_digit_images(out / "images", seed=seed)
     print(f"      holdout {len(manifests['holdout'])} images, test {len(manifests['test'])} images", flush=True)
 
-    from stacker.threads import set_torch_threads
-
-    n_threads = set_torch_threads(threads)
+    n_threads = threads or default_threads(size=CROP)  # what each level1 run sets (on CROP-px crops, no workers)
     stage(f"[2/4] level-1 CNNs ({n_folds}-fold on the CPU, {n_threads} torch thread{'s' * (n_threads > 1)})")
     paths = _level1(out / "images", manifests, out / "runs", n_folds, seed, steps_per_epoch, epochs, threads)
     merged = merge_tables([read_table(p) for p in paths])
