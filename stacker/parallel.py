@@ -24,6 +24,7 @@ import numpy as np
 
 from stacker.errors import ConfigError
 from stacker.files import _alive as _pid_alive
+from stacker.threads import available_cores
 
 __all__ = [
     "fit_member_folds",
@@ -97,13 +98,14 @@ def fit_member_folds(
 
 
 def effective_n_jobs(n_jobs: int | None) -> int:
-    """Worker processes for ``n_jobs`` (-1 or None: every core; never more than the cores there are)."""
+    """Worker processes for ``n_jobs`` (-1 or None: every core; never more than this process may use)."""
     from joblib import effective_n_jobs as _eff
 
     if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0):
         raise ConfigError(f"n_jobs must be a non-zero integer (-1: every core), got {n_jobs!r}")
     # More processes than cores only compete for them (-j 100000 started a pool that never finished).
-    return max(1, min(int(_eff(-1 if n_jobs is None else n_jobs)), os.cpu_count() or 1))
+    # The cores are those of the affinity mask (taskset, cpusets), as for level1's threads, not the machine's.
+    return max(1, min(int(_eff(-1 if n_jobs is None else n_jobs)), available_cores()))
 
 
 def _call(key: Any, fn: Callable[..., Any], kwargs: dict[str, Any], shared: dict[str, Any]) -> tuple[Any, Any]:

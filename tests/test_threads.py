@@ -75,3 +75,14 @@ def test_level1_training_uses_the_threads_asked_for_and_caps_workers(tmp_path, m
         assert torch.get_num_threads() == 2 and cfg.workers == 0 and len(messages) == 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2, reason="needs 2 cores")
+def test_blend_workers_never_outnumber_the_cores_of_the_affinity_mask():
+    # taskset or a cpuset leaves the process fewer cores than the machine has: -j 2 must not start 2 workers on 1.
+    code = (
+        "import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
+        "from stacker.parallel import effective_n_jobs; print(effective_n_jobs(2), effective_n_jobs(-1))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["1", "1"]
