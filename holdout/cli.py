@@ -100,6 +100,19 @@ def _expand(inputs: Sequence[str]) -> list[Path]:
     return out
 
 
+def _crop_size(text: str) -> int | None:
+    """``--size``: a positive number of pixels, or ``none`` for the whole image."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of pixels or 'none', got {text!r}")
+    return size
+
+
 def _cmd_manipulate(args) -> int:
     import numpy as np
     import pandas as pd
@@ -116,7 +129,6 @@ def _cmd_manipulate(args) -> int:
     files = _expand(args.crops)
     rng = np.random.default_rng(args.seed)
     outdir = Path(args.output)
-    outdir.mkdir(parents=True, exist_ok=True)
     rows = []
     for src in files:
         try:
@@ -137,12 +149,14 @@ def _cmd_manipulate(args) -> int:
                     most = f"at most {fits[-1]} for this image" if fits else "the image is too small for any"
                     hint = f"; pass a smaller --size ({most}) or --size none to manipulate the whole image"
                 raise ImageError(f"{src}: {exc}{hint}") from None
+            outdir.mkdir(parents=True, exist_ok=True)  # here: a first input that fails leaves no empty folder
             dest = outdir / f"{src.stem}__{kind}.png"  # PNG: no second lossy step
             with atomic_path(dest) as tmp:
                 out.save(tmp, format="PNG")
             rows.append({"path": str(dest), "source": str(src), "manip": 1, "manip_kind": kind,
                          "backend": args.backend, "size": args.size or 0})  # fmt: skip
     df = pd.DataFrame(rows, columns=["path", "source", "manip", "manip_kind", "backend", "size"])
+    outdir.mkdir(parents=True, exist_ok=True)
     write_manifest(df, outdir / "manifest.parquet")
     print(f"wrote {len(df)} images from {len(files)} inputs -> {outdir} (manifest.parquet)")
     return 0
@@ -236,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of --random (default 0)")
     p.add_argument(
         "--size",
-        type=lambda s: None if s.lower() == "none" else int(s),
+        type=_crop_size,
         default=512,
         help="output crop side; 'none' manipulates the whole image (default 512)",
     )

@@ -187,3 +187,26 @@ def test_the_command_names_the_largest_size_that_fits(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "pass a smaller --size (at most 256 for this image) or --size none" in err
     assert main(["manipulate", str(tmp_path / "crop.png"), "-o", str(tmp_path / "out"), "--size", "256"]) == 0
+
+
+@pytest.mark.parametrize("size", ["abc", "0", "-5", "1.5"])
+def test_a_bad_size_is_refused_by_name_before_any_folder_is_made(tmp_path, capsys, size):
+    from holdout.cli import main
+
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "crop.png")
+    with pytest.raises(SystemExit) as exc:
+        main(["manipulate", str(tmp_path / "crop.png"), "-o", str(tmp_path / "out"), f"--size={size}"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --size: expected a positive number of pixels or 'none', got '{size}'" in err
+    assert "lambda" not in err and not (tmp_path / "out").exists()
+
+
+def test_a_first_input_that_fails_leaves_no_empty_output_folder(tmp_path):
+    from holdout.cli import main
+
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "crop.png")
+    assert main(["manipulate", str(tmp_path / "crop.png"), "-o", str(tmp_path / "out"), "--size", "64"]) == 2
+    assert not (tmp_path / "out").exists()
+    assert main(["manipulate", str(tmp_path / "crop.png"), "-o", str(tmp_path / "out"), "--size", "NONE"]) == 0
+    assert len(list((tmp_path / "out").glob("*.png"))) == len(MANIPULATIONS)
