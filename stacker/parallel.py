@@ -29,6 +29,7 @@ from stacker.threads import available_cores
 __all__ = [
     "fit_member_folds",
     "run_tasks",
+    "check_scheduler",
     "effective_n_jobs",
     "plan_fits",
     "member_tasks",
@@ -106,6 +107,19 @@ def effective_n_jobs(n_jobs: int | None) -> int:
     # More processes than cores only compete for them (-j 100000 started a pool that never finished).
     # The cores are those of the affinity mask (taskset, cpusets), as for level1's threads, not the machine's.
     return max(1, min(int(_eff(-1 if n_jobs is None else n_jobs)), available_cores()))
+
+
+def check_scheduler(address: object, name: str = "scheduler") -> str:
+    """A Dask scheduler address (``tcp://host:port``, or ``host:port``), stripped; a ConfigError names ``name``.
+
+    Only the form is checked, so that a command can refuse a mistyped address before it reads its table;
+    whether a scheduler answers there is found when the fits start.
+    """
+    import re
+
+    if not isinstance(address, str) or not re.fullmatch(r"([a-z]+://)?[^\s:/]+:\d+", address.strip()):
+        raise ConfigError(f"{name} must be a Dask scheduler address like tcp://host:port, got {address!r}")
+    return address.strip()
 
 
 def _call(key: Any, fn: Callable[..., Any], kwargs: dict[str, Any], shared: dict[str, Any]) -> tuple[Any, Any]:
@@ -256,11 +270,7 @@ def _run_dask(fn, tasks, shared, scheduler: str) -> Iterator[tuple[Any, Any]]:
     except ImportError as exc:
         raise ConfigError(f"a Dask scheduler needs dask.distributed: pip install 'stacker[tune]' ({exc})") from None
     try:
-        import re
-
-        if not re.fullmatch(r"([a-z]+://)?[^\s:/]+:\d+", scheduler.strip()):
-            raise ValueError("not a scheduler address like tcp://host:port")
-        client = Client(scheduler, timeout="20s", set_as_default=False)
+        client = Client(check_scheduler(scheduler), timeout="20s", set_as_default=False)
     except (OSError, ValueError, TypeError) as exc:  # unreachable, or not an address ('missing port number')
         raise ConfigError(f"cannot reach the Dask scheduler at {scheduler!r} ({exc})") from None
     try:

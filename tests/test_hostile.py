@@ -412,6 +412,17 @@ def test_fit_options_an_outside_probe_broke(tmp_path, capsys):
     assert "no labelled rows" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["fit", "tune"])
+@pytest.mark.parametrize("address", ["foo", "tcp://host", "host:port", " "])
+def test_a_mistyped_scheduler_is_refused_before_the_table_is_read(tmp_path, capsys, command, address):
+    # The table does not exist: the error must be the option's, found first, and nothing written.
+    out = tmp_path / ("b" if command == "fit" else "best.toml")
+    assert main([command, str(tmp_path / "missing.parquet"), "-o", str(out), "--scheduler", address]) == 2
+    err = capsys.readouterr().err
+    assert f"--scheduler must be a Dask scheduler address like tcp://host:port, got {address!r}" in err
+    assert "missing.parquet" not in err and list(tmp_path.iterdir()) == []
+
+
 def test_outputs_never_replace_their_inputs_or_special_files(tmp_path, capsys):
     from stacker import Blend
 

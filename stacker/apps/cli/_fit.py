@@ -134,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     from stacker.blend import Blend
     from stacker.bundle import check_target
     from stacker.errors import ConfigError
+    from stacker.parallel import check_scheduler
     from stacker.planner import check_time_limit
     from stacker.table import FOLD, read_table, write_table
 
@@ -144,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"-k/--folds must be at least 2, got {args.folds}")
     if args.jobs == 0:
         raise ConfigError("-j/--jobs must be a non-zero integer (-1: every core)")
+    if args.scheduler is not None:
+        check_scheduler(args.scheduler, "--scheduler")
     check_target(args.output)
     table = read_table(args.table, renormalize=args.renormalize, atol=args.atol)
     if FOLD in table.meta.columns and table.meta[FOLD].notna().any():

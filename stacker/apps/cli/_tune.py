@@ -80,6 +80,7 @@ def default_storage(output: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from stacker.errors import ConfigError
+    from stacker.parallel import check_scheduler
     from stacker.table import read_table
     from stacker.tune import DEFAULT_STUDY, describe_storage, export_best, open_storage, tune
 
@@ -87,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--trials must be at least 1, got {args.trials}")
     if args.journal and args.storage:
         raise ConfigError("give either --storage or --journal, not both")
+    if args.scheduler is not None:
+        check_scheduler(args.scheduler, "--scheduler")
     if not args.output.lower().endswith(".toml"):
         raise ConfigError(f"the output {args.output!r} must be a .toml recipe file")
     storage = f"journal:{args.journal}" if args.journal else args.storage
