@@ -412,6 +412,19 @@ def test_fit_options_an_outside_probe_broke(tmp_path, capsys):
     assert "no labelled rows" in capsys.readouterr().err
 
 
+def test_fit_messages_name_the_options_not_the_parameters(tmp_path, capsys):
+    holdout = write_table(make_table(n_images=60), tmp_path / "h.parquet")
+    base = ["fit", str(holdout), "-o", str(tmp_path / "b"), "-r", "fast", "-k", "3", "-j", "1", "--no-progress"]
+    assert main(base + ["--class-weight", '{"nope": 3}']) == 2
+    assert "--class-weight names unknown classes ['nope']; the table's: ['" in capsys.readouterr().err
+    for atol in ("-1", "nan", "abc"):
+        with pytest.raises(SystemExit) as exc:
+            main(base + ["--atol", atol])
+        assert exc.value.code == 2
+        assert f"argument --atol: expected a finite number >= 0, got '{atol}'" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
 @pytest.mark.parametrize("command", ["fit", "tune"])
 @pytest.mark.parametrize("address", ["foo", "tcp://host", "host:port", " "])
 def test_a_mistyped_scheduler_is_refused_before_the_table_is_read(tmp_path, capsys, command, address):

@@ -7,6 +7,19 @@ import argparse
 from stacker.table import DEFAULT_ATOL
 
 
+def _tolerance(text: str) -> float:
+    """``--atol``: a finite number >= 0, checked when parsed (the loader checks it again)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
 def add_table_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--renormalize",
@@ -15,7 +28,7 @@ def add_table_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--atol",
-        type=float,
+        type=_tolerance,
         default=DEFAULT_ATOL,
         help=f"tolerance on |row sum - 1| per model (default {DEFAULT_ATOL:g})",
     )

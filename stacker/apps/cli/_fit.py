@@ -156,9 +156,14 @@ def run(args: argparse.Namespace) -> int:
             f"makes its own {args.folds} folds grouped by image id (-k)",
             file=sys.stderr,
         )
+    class_weight = parse_class_weight(args.class_weight)
+    if isinstance(class_weight, dict):
+        unknown = [c for c in class_weight if c not in table.classes]
+        if unknown:
+            raise ConfigError(f"--class-weight names unknown classes {unknown}; the table's: {list(table.classes)}")
     blend = Blend(
         recipe=args.recipe,
-        class_weight=parse_class_weight(args.class_weight),
+        class_weight=class_weight,
         n_folds=args.folds,
         seed=args.seed,
         combine=args.combine,
