@@ -24,7 +24,10 @@ def _progress(args) -> bool:
 
 def _cmd_scan(args) -> int:
     from holdout.scan import scan_dir, write_manifest
+    from stacker.files import refuse_overwrite
 
+    # Inside the folder it would be scanned next time, or replace a file being scanned.
+    refuse_overwrite([args.output], [], {args.dir: "folder"})
     df = scan_dir(args.dir, jobs=args.jobs, progress=_progress(args), follow_links=args.follow_links)
     write_manifest(df, args.output)
     bad = df[~df["ok"]]
@@ -38,7 +41,9 @@ def _cmd_filter(args) -> int:
     from holdout.filter import filter_manifest, summarize_filter
     from holdout.rules import load_rules
     from holdout.scan import read_manifest, write_manifest
+    from stacker.files import refuse_overwrite
 
+    refuse_overwrite([args.output], [args.manifest] + [args.rules] * os.path.exists(args.rules))
     rules = load_rules(args.rules)
     df = filter_manifest(
         read_manifest(args.manifest), rules, phash_threshold=None if args.keep_near else args.phash_threshold
@@ -51,7 +56,9 @@ def _cmd_filter(args) -> int:
 def _cmd_build(args) -> int:
     from holdout.build import build_holdout
     from holdout.scan import read_manifest, write_manifest
+    from stacker.files import refuse_overwrite
 
+    refuse_overwrite([args.output], [args.kept] + [args.train] * bool(args.train))
     kept = read_manifest(args.kept, required=("path", "label"))
     train = read_manifest(args.train, required=("path", "label")) if args.train else None
     out = build_holdout(
@@ -69,7 +76,9 @@ def _cmd_learn(args) -> int:
     from holdout.errors import ManifestError
     from holdout.rules import dump_rules, learn_triples, load_rules
     from holdout.scan import read_manifest
+    from stacker.files import refuse_overwrite
 
+    refuse_overwrite([args.output], [args.manifest] + [args.rules] * os.path.exists(args.rules))
     df = read_manifest(args.manifest)
     if args.label_column:
         if args.label_column not in df.columns:
@@ -121,12 +130,20 @@ def _cmd_manipulate(args) -> int:
     from holdout.errors import ImageError
     from holdout.manipulate import MANIPULATIONS, manipulate, parse_manipulation, random_manipulation, source_size
     from holdout.scan import write_manifest
-    from stacker.files import atomic_path
+    from stacker.errors import ConfigError
+    from stacker.files import atomic_path, refuse_overwrite
 
     kinds = list(MANIPULATIONS) if args.kinds == "all" else [k.strip() for k in args.kinds.split(",")]
     for k in kinds:
         parse_manipulation(k)  # unknown names fail before any work
+    twice = sorted({k for k in kinds if kinds.count(k) > 1})
+    if twice:
+        raise ConfigError(f"--kinds names {', '.join(twice)} more than once")
+    if not args.output.strip():
+        raise ConfigError("-o/--output is empty; give the folder to write")
     files = _expand(args.crops)
+    # The output folder must not be, hold or lie in a folder of inputs: a second run would read its own outputs.
+    refuse_overwrite([args.output], args.crops + files, {c: "input folder" for c in args.crops if os.path.isdir(c)})
     rng = np.random.default_rng(args.seed)
     outdir = Path(args.output)
     rows = []

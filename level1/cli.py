@@ -8,9 +8,12 @@ torch and timm are imported only once a command runs, so ``level1 --help`` is fa
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+from stacker.files import check_output_file, refuse_overwrite
 
 __all__ = ["main", "build_parser"]
 
@@ -140,10 +143,28 @@ def _report_skipped(skipped: Sequence[Any], where: str | None) -> None:
         print(f"  ... and {len(skipped) - 20} more", file=sys.stderr)
 
 
+def _refuse_overwrite(args: argparse.Namespace, cfg: Any) -> None:
+    """Before training: the run must not be, hold or lie in the data, and what ``oof`` writes after must be writable."""
+    from stacker.errors import ConfigError
+
+    data = [p for p in (cfg.data, cfg.holdout) if p]
+    # A run inside an image folder would add its own folders as classes (or images) at the next read.
+    folders = {p: "data folder" for p in data if os.path.isdir(p)}
+    tests = list(getattr(args, "test", None) or [])
+    missing = [t for t in tests if not os.path.exists(t)]
+    if missing:
+        raise ConfigError(f"--test: no such file or folder: {', '.join(repr(m) for m in missing)}")
+    refuse_overwrite([args.output], data + tests, folders)
+    table = getattr(args, "table", None)  # may lie in the run (its default does)
+    check_output_file(table, "--table")
+    refuse_overwrite([table], data + tests, folders)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from level1.train import train_model
 
     cfg = _config(args)
+    _refuse_overwrite(args, cfg)
     res = train_model(cfg, args.output, resume=args.resume, overwrite=args.overwrite)
     _report_skipped(res.skipped, f"{args.output}/skipped.csv")
     best = res.checkpoints[0] if res.checkpoints else None
@@ -158,6 +179,7 @@ def _cmd_oof(args: argparse.Namespace) -> int:
     from level1.oof import train_oof
 
     cfg = _config(args)
+    _refuse_overwrite(args, cfg)
     path, skipped = train_oof(
         cfg, args.output, test_inputs=args.test, table_path=args.table, resume=args.resume, overwrite=args.overwrite
     )
@@ -173,6 +195,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from level1.predict import predict
 
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
+    check_output_file(args.output, "-o/--output")
+    folders = {args.run: "run"} | {i: "image folder" for i in args.images if os.path.isdir(i)}
+    refuse_overwrite([args.output], list(args.images) + [args.manifest] * bool(args.manifest), folders)
     table, skipped = predict(args.run, args.images, args.output, manifest=args.manifest, name=args.name, **overrides)
     if skipped:
         from pathlib import Path

@@ -10,11 +10,11 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_dir", "atomic_write_text", "jsonable"]
+__all__ = ["atomic_path", "atomic_dir", "atomic_write_text", "check_output_file", "jsonable", "refuse_overwrite"]
 
 
 def _umask() -> int:
@@ -76,8 +76,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     left is removed at the next write of the same path.  The file gets the
     permissions the umask gives a new file (``mkstemp`` alone would make it 0600).
     """
+    if not str(path).strip():
+        raise OSError(errno.EINVAL, "the output path is empty", "")
     target = Path(path)
-    if target.exists() and not target.is_file() and not target.is_dir():
+    if target.is_dir():
+        # Else the rename fails naming the hidden temporary file, not the output.
+        raise IsADirectoryError(errno.EISDIR, "is a folder; give the name of a file to write", str(target))
+    if target.exists() and not target.is_file():
         # Renaming over /dev/full or a FIFO would replace the node itself with a regular file.
         raise OSError(errno.EINVAL, "not a regular file; refusing to replace it", str(target))
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +106,11 @@ def atomic_dir(path: str | os.PathLike[str], *, overwrite: bool = True) -> Itera
 
     An existing directory at ``path`` is replaced only after the new one is complete.
     """
+    if not str(path).strip():
+        raise OSError(errno.EINVAL, "the output path is empty", "")
     target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder; give a folder to write", str(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists")
@@ -120,6 +129,62 @@ def atomic_dir(path: str | os.PathLike[str], *, overwrite: bool = True) -> Itera
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def refuse_overwrite(
+    outputs: Iterable[str | os.PathLike[str] | None],
+    inputs: Iterable[str | os.PathLike[str]],
+    folders: Mapping[str | os.PathLike[str], str] | None = None,
+) -> None:
+    """A ConfigError when writing ``outputs`` would replace or fill what the command reads.
+
+    Checked before anything is read or written.  An output (a file, or a folder that is replaced
+    or filled: a bundle, a run, a folder of images) conflicts with an input (a file or a folder)
+    when it is that input or holds it.  ``folders`` (path -> what it is, e.g. ``"bundle"``) are
+    inputs that the command owns the contents of: nothing may be written inside them either.
+    Two outputs conflict when one is, or holds, the other.
+    """
+    from stacker.errors import ConfigError
+
+    def real(p: str | os.PathLike[str]) -> str:
+        return os.path.realpath(os.fspath(p))
+
+    def within(child: str, parent: str) -> bool:
+        return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
+
+    owned = {real(k): (os.fspath(k), v) for k, v in (folders or {}).items()}
+    reads = [(real(i), os.fspath(i)) for i in inputs] + [(r, k) for r, (k, _) in owned.items()]
+    written: list[tuple[str, str]] = []
+    for out in (os.fspath(o) for o in outputs if o is not None and os.fspath(o) != ""):
+        r = real(out)
+        for ri, given in reads:
+            if r == ri:
+                raise ConfigError(f"output {out!r} is also an input; write it somewhere else")
+            if within(ri, r):
+                raise ConfigError(f"output {out!r} holds the input {given!r}; write it somewhere else")
+        for ro, (given, what) in owned.items():
+            if within(r, ro):
+                raise ConfigError(f"output {out!r} is inside the {what} {given!r} it reads; write it somewhere else")
+        for rw, other in written:
+            if within(r, rw) or within(rw, r):
+                same = "the same file" if r == rw else "one inside the other"
+                raise ConfigError(f"outputs {other!r} and {out!r} are {same}; write them apart")
+        written.append((r, out))
+
+
+def check_output_file(path: str | os.PathLike[str] | None, option: str) -> None:
+    """A ConfigError naming ``option`` when the file it gives cannot be written: empty, or a folder.
+
+    For outputs written after a long step (or after other outputs), so that they fail first.
+    """
+    from stacker.errors import ConfigError
+
+    if path is None:
+        return
+    if not os.fspath(path).strip():
+        raise ConfigError(f"{option} is empty; give the name of a file to write")
+    if os.path.isdir(path):
+        raise ConfigError(f"{option} {os.fspath(path)!r} is a folder; give the name of a file to write")
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -23,8 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from stacker.aggregate import aggregate_views
+    from stacker.files import refuse_overwrite
     from stacker.table import read_table, write_table
 
+    refuse_overwrite([args.output], [args.table])
     table = read_table(args.table, renormalize=args.renormalize, atol=args.atol)
     out = aggregate_views(table, args.power)
     write_table(out, args.output)

@@ -49,31 +49,11 @@ def add_output_options(p: argparse.ArgumentParser, output_help: str, default_col
 def submission_columns(args: argparse.Namespace) -> tuple[str, str]:
     """The submission header of :func:`add_output_options`, after checking that something is to be written."""
     from stacker.errors import ConfigError
+    from stacker.files import check_output_file
     from stacker.submission import parse_columns
 
+    check_output_file(args.output, "-o/--output")
+    check_output_file(args.submission, "--submission")
     if not args.output and not args.submission:
         raise ConfigError("nothing to write: give -o/--output and/or --submission")
     return parse_columns(args.submission_columns)
-
-
-def refuse_overwrite(outputs: list[str | None], inputs: list[str], bundles: tuple[str, ...] = ()) -> None:
-    """A ConfigError when an output would replace an input, land inside a bundle read, or two outputs coincide."""
-    import os
-
-    from stacker.errors import ConfigError
-
-    def real(p: str) -> str:
-        return os.path.realpath(p)
-
-    seen: dict[str, str] = {}
-    for out in (o for o in outputs if o):
-        r = real(out)
-        if r in {real(i) for i in inputs}:
-            raise ConfigError(f"output {out!r} is also an input; write it somewhere else")
-        for b in bundles:
-            rb = real(b)
-            if r == rb or r.startswith(rb + os.sep):
-                raise ConfigError(f"output {out!r} is inside the bundle {b!r} it reads; write it somewhere else")
-        if r in seen:
-            raise ConfigError(f"outputs {seen[r]!r} and {out!r} are the same file")
-        seen[r] = out

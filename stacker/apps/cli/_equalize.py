@@ -22,8 +22,9 @@ import math
 import time
 from typing import Any
 
-from stacker.apps.cli._common import add_output_options, add_table_options, refuse_overwrite, submission_columns
+from stacker.apps.cli._common import add_output_options, add_table_options, submission_columns
 from stacker.errors import ConfigError
+from stacker.files import refuse_overwrite
 
 
 def parse_quota(text: str | None) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from stacker.apps.cli._common import add_table_options
 
@@ -134,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
     from stacker.blend import Blend
     from stacker.bundle import check_target
     from stacker.errors import ConfigError
+    from stacker.files import check_output_file, refuse_overwrite
     from stacker.parallel import check_scheduler
     from stacker.planner import check_time_limit
     from stacker.table import FOLD, read_table, write_table
@@ -147,6 +149,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("-j/--jobs must be a non-zero integer (-1: every core)")
     if args.scheduler is not None:
         check_scheduler(args.scheduler, "--scheduler")
+    recipe_file = [args.recipe] if args.recipe and os.path.exists(args.recipe) else []
+    check_output_file(args.oof, "--oof")
+    refuse_overwrite([args.output, args.oof], [args.table] + recipe_file)
     check_target(args.output)
     table = read_table(args.table, renormalize=args.renormalize, atol=args.atol)
     if FOLD in table.meta.columns and table.meta[FOLD].notna().any():

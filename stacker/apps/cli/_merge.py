@@ -21,9 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from stacker.files import refuse_overwrite
     from stacker.merge import merge_tables
     from stacker.table import read_table, write_table
 
+    refuse_overwrite([args.output], args.tables)
     tables = [read_table(t, renormalize=args.renormalize, atol=args.atol) for t in args.tables]
     merged = merge_tables(tables)
     write_table(merged, args.output)

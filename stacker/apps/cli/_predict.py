@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stacker.apps.cli._common import add_output_options, add_table_options, refuse_overwrite, submission_columns
+from stacker.apps.cli._common import add_output_options, add_table_options, submission_columns
+from stacker.files import refuse_overwrite
 from stacker.postprocess import POSTPROCESS
 
 
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from stacker.table import read_table, write_table
 
     columns = submission_columns(args)
-    refuse_overwrite([args.output, args.submission], [args.table], (args.bundle,))
+    refuse_overwrite([args.output, args.submission], [args.table], {args.bundle: "bundle"})
     if not bundle.is_bundle(args.bundle) and bundle.is_bundle(args.table):
         raise ConfigError(
             f"{args.bundle!r} is not a bundle but {args.table!r} is: the bundle comes first "

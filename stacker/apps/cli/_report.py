@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from stacker.apps.report import write_report
+    from stacker.files import refuse_overwrite
 
+    refuse_overwrite([args.output], [args.predictions] if args.predictions else [], {args.bundle: "bundle"})
     by = None if args.by in ("", "none") else args.by
     data = write_report(args.bundle, args.output, args.predictions, by=by)
     print(f"wrote {args.output} ({len(data['member_weights'])} members, {len(data['models'])} level-1 models)")

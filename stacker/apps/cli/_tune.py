@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -78,8 +79,47 @@ def default_storage(output: str) -> str:
     return str(Path(output).with_suffix(".db"))
 
 
-def run(args: argparse.Namespace) -> int:
+def _check_options(args: argparse.Namespace) -> None:
+    """The options, named as on the command line, before a study file is made or the table read."""
+    import math
+
     from stacker.errors import ConfigError
+    from stacker.parallel import effective_n_jobs
+    from stacker.planner import check_time_limit
+    from stacker.recipe import Recipe
+    from stacker.tune import POSTPROCESS, available_postprocess
+
+    least = {"--folds": (args.folds, 2), "--resamples": (args.resamples, 1), "--max-count": (args.max_count, 1)}
+    least |= {"--max-trials": (args.max_trials, 1), "--seed": (args.seed, 0), "--sampler-seed": (args.sampler_seed, 0)}
+    least |= {"--heartbeat": (args.heartbeat, 0)}
+    for option, (value, low) in least.items():
+        if value is not None and value < low:
+            raise ConfigError(f"{option} must be at least {low}, got {value}")
+    if args.n_jobs == 0:
+        raise ConfigError("--n-jobs must be a non-zero integer (-1: every core)")
+    effective_n_jobs(args.n_jobs)
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise ConfigError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
+    check_time_limit(args.trial_time_limit, "--trial-time-limit")
+    for name, value in (("--journal", args.journal), ("--study", args.study)):
+        if value is not None and not value.strip():
+            raise ConfigError(f"{name} is empty")
+    Recipe.coerce(args.recipe)
+    if args.postprocess is not None:
+        post = [c.strip() for c in args.postprocess.split(",") if c.strip()]
+        unknown = [c for c in post if c not in POSTPROCESS]
+        if unknown or not post:
+            raise ConfigError(
+                f"--postprocess: unknown {unknown or args.postprocess!r}; choose from {list(POSTPROCESS)}"
+            )
+        missing = [c for c in post if c not in available_postprocess()]
+        if missing:
+            raise ConfigError(f"--postprocess {missing} is not available in this installation")
+
+
+def run(args: argparse.Namespace) -> int:
+    from stacker.errors import ConfigError, LabelError
+    from stacker.files import refuse_overwrite
     from stacker.parallel import check_scheduler
     from stacker.table import read_table
     from stacker.tune import DEFAULT_STUDY, describe_storage, export_best, open_storage, tune
@@ -90,15 +130,21 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give either --storage or --journal, not both")
     if args.scheduler is not None:
         check_scheduler(args.scheduler, "--scheduler")
+    _check_options(args)
+    refuse_overwrite(
+        [args.output, args.journal], [args.table] + [args.recipe] * bool(args.recipe and os.path.exists(args.recipe))
+    )
     if not args.output.lower().endswith(".toml"):
         raise ConfigError(f"the output {args.output!r} must be a .toml recipe file")
+    # The table before the storage: a bad table must not leave a new study file behind.
+    table = read_table(args.table, renormalize=args.renormalize, atol=args.atol)
+    if not table.has_labels:
+        raise LabelError("tuning needs a labelled holdout; the table has no labels", path=table.source, column="label")
     storage = f"journal:{args.journal}" if args.journal else args.storage
     if storage is None:
         storage = default_storage(args.output)
         Path(storage).parent.mkdir(parents=True, exist_ok=True)
-    # Fail fast on a wrong storage, before reading the table.
     open_storage(storage, heartbeat_interval=None)
-    table = read_table(args.table, renormalize=args.renormalize, atol=args.atol)
     post = None if args.postprocess is None else [s.strip() for s in args.postprocess.split(",") if s.strip()]
     study_name = args.study or DEFAULT_STUDY
     best_seen: list[float] = []
