@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from stacker.errors import ConfigError
+from stacker.errors import ConfigError, StackerError
 from stacker.files import _alive as _pid_alive
 from stacker.threads import available_cores
 
@@ -90,12 +90,31 @@ def fit_member_folds(
     out = []
     with _limit_threads(family):
         ests = [cls(**{**params, "random_state": int(s)}) for s in seeds]
-        cls.fit_many(ests, [(X[tr], y[tr], w[tr], groups[tr]) for tr in train])
+        try:
+            cls.fit_many(ests, [(X[tr], y[tr], w[tr], groups[tr]) for tr in train])
+        except StackerError:
+            raise
+        except (ValueError, TypeError, _library_error(family)) as exc:
+            # A value the library refuses (max_depth = -3): name the recipe's family and values, not a worker's stack.
+            shown = {k: v for k, v in params.items() if k not in ("layout", "input", "device", "n_jobs")}
+            raise ConfigError(
+                f"a {family!r} member with {shown} could not be fitted; check the recipe's values "
+                f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
+            ) from None
         for est, va in zip(ests, valid):
             proba = est.predict_proba(X[va]) if len(va) else np.zeros((0, len(est.classes_)))
             model, sidecar = est.to_state()
             out.append({"proba": proba, "model": model, "sidecar": sidecar})
     return {"folds": out, "seconds": time.perf_counter() - t0}
+
+
+def _library_error(family: str) -> type[Exception]:
+    """The error class of a family's library, for a parameter value it refuses (XGBoost's is a ValueError)."""
+    if family == "lightgbm":
+        import lightgbm
+
+        return lightgbm.basic.LightGBMError
+    return ValueError
 
 
 def effective_n_jobs(n_jobs: int | None) -> int:

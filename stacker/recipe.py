@@ -85,6 +85,43 @@ def parse_choices(spec: Any) -> list[Any] | None:
     return None
 
 
+#: Parameters the Blend sets itself, per member: a recipe does not choose them.
+_SET_BY_BLEND = frozenset({"random_state", "n_jobs", "device", "layout", "input"})
+
+
+def _parameters(family: str) -> set[str]:
+    """The parameters a recipe may give a family: its estimator's, less the Blend's own, plus Keras's shorthands."""
+    import importlib
+
+    from stacker.metamodels import FAMILIES
+
+    module, name = FAMILIES[family]  # the module only: Keras itself is not imported here
+    names = set(getattr(importlib.import_module(module), name)._get_param_names()) - _SET_BY_BLEND
+    return names | ({"n_layers", "units"} if family == "keras" else set())
+
+
+def _check_number(family: str, name: str, spec: Any) -> None:
+    """A parameter whose default is a number takes numbers (else the fit fails in a worker, far from the recipe)."""
+    import importlib
+    import inspect
+
+    from stacker.metamodels import FAMILIES
+
+    module, cls = FAMILIES[family]
+    params = inspect.signature(getattr(importlib.import_module(module), cls).__init__).parameters
+    default = params[name].default if name in params else None
+    if isinstance(default, bool) or not isinstance(default, (int, float)):
+        return
+    if isinstance(spec, dict) and "choices" not in spec:
+        return  # a {low, high} range: _check_spec wants finite numbers
+    values = (
+        spec["choices"] if isinstance(spec, dict) and "choices" in spec else spec if isinstance(spec, list) else [spec]
+    )
+    bad = [v for v in values if isinstance(v, bool) or not _is_num(v)]
+    if bad:
+        raise ConfigError(f"recipe family {family!r}, parameter {name!r}: expects a number, got {bad[0]!r}")
+
+
 def _check_spec(family: str, name: str, spec: Any) -> None:
     where = f"recipe family {family!r}, parameter {name!r}"
     if isinstance(spec, dict):
@@ -205,8 +242,16 @@ class Recipe:
             count = body.pop("count", 1)
             if not isinstance(count, int) or isinstance(count, bool) or count < 0:
                 raise ConfigError(f"{where}: family {fam!r} count must be a non-negative integer, got {count!r}")
+            allowed = _parameters(fam)
+            typos = sorted(set(body) - allowed)
+            if typos:
+                raise ConfigError(
+                    f"{where}: family {fam!r} has no parameter {', '.join(map(repr, typos))}; its parameters: "
+                    f"{', '.join(sorted(allowed))}"
+                )
             for k, v in body.items():
                 _check_spec(fam, k, v)
+                _check_number(fam, k, v)
             if count:
                 out.append(FamilySpec(fam, count, body))
         if not out:

@@ -471,3 +471,24 @@ def test_a_missing_extra_is_one_line_naming_it(capsys):
 
     with pytest.raises(ModuleNotFoundError):
         run_command("stacker", argparse.Namespace(func=needs_numpy, command="inspect"))
+
+
+@pytest.mark.parametrize(
+    "family, body, message",
+    [
+        ("xgboost", {"max_depth": -3}, "XGBoostError: value -3 for Parameter max_depth"),
+        ("xgboost", {"n_estimators": 0}, "n_estimators must be at least 1, got 0"),
+        ("lightgbm", {"num_leaves": -3}, "LightGBMError: Check failed: (num_leaves) > (1)"),
+        ("lightgbm", {"n_estimators": 0}, "n_estimators must be at least 1, got 0"),
+    ],
+)
+@pytest.mark.parametrize("jobs", [1, 2], ids=["in-process", "in-a-worker"])
+def test_a_value_the_library_refuses_names_the_family_and_the_values(family, body, message, jobs):
+    from stacker import Blend
+
+    recipe = {"name": "bad", "families": {family: {"count": 1, **body}}}
+    with pytest.raises(ConfigError) as exc:
+        Blend(recipe, n_folds=2, n_jobs=jobs, time_limit=None).fit(make_table(n_images=40))
+    text = str(exc.value)
+    assert f"a {family!r} member with {body} could not be fitted; check the recipe's values" in text
+    assert message in text

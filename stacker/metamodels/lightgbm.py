@@ -98,6 +98,8 @@ class LGBMMetaClassifier(MetaModel):
     def _fit(self, X, y, w, groups) -> None:
         import lightgbm as lgb
 
+        if int(self.n_estimators) < 1:  # zero rounds leave no model to predict with
+            raise ValueError(f"n_estimators must be at least 1, got {self.n_estimators}")
         params = self._params(len(self.classes_))
         try:
             self._train(lgb, params, X, y, w, groups)

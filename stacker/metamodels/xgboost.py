@@ -91,6 +91,8 @@ class XGBMetaClassifier(MetaModel):
     def _fit(self, X, y, w, groups) -> None:
         import xgboost as xgb
 
+        if int(self.n_estimators) < 1:  # zero rounds leave no model to predict with
+            raise ValueError(f"n_estimators must be at least 1, got {self.n_estimators}")
         params = self._params(len(self.classes_))
         stop = self.early_stopping_rounds
         if stop and self.validation_fraction > 0 and len(y) >= 10:
