@@ -25,6 +25,8 @@ __all__ = ["power_mean", "aggregate_views", "aggregate_models", "GEOMETRIC_TOL"]
 #: ``|p|`` below this is treated as the geometric mean (the p -> 0 limit).
 GEOMETRIC_TOL = 1e-9
 _EPS = PROB_FLOOR  # stacker.table's one floor
+#: Above this exponent the power mean is taken in log space (eps ** 20 = 1e-300 is still a float64).
+_LOG_DOMAIN_FROM = 20.0
 
 
 def _check_p(p: float) -> float:
@@ -95,6 +97,14 @@ def power_mean(
     w = w / w.sum()
     shape = [1] * x.ndim
     shape[axis] = n
+    if p > _LOG_DOMAIN_FROM:
+        # x ** p underflows to 0 for every row at large p (p = 1e9 gave NaN): the same mean, in logs.
+        with np.errstate(divide="ignore"):
+            a = p * np.log(np.clip(x, eps, None)) + np.log(w).reshape(shape)
+        top = a.max(axis=axis, keepdims=True)
+        lm = (np.squeeze(top, axis=axis) + np.log(np.exp(a - top).sum(axis=axis))) / p
+        out = np.exp(lm - lm.max(axis=-1, keepdims=True)) if normalize else np.exp(lm)
+        return _normalise(out) if normalize else out
     m = (_transform(x, p, eps) * w.reshape(shape)).sum(axis=axis)
     out = _inverse(m, p, shift=normalize)
     return _normalise(out) if normalize else out
@@ -164,8 +174,15 @@ def aggregate_views(
     # Weighted group sums as one sparse product: S (groups x rows) @ X (rows x M*K).
     s = sp.csr_matrix((w / wsum[group], (group, np.arange(len(meta)))), shape=(n_groups, len(meta)))
     n, m_, k = table.probs.shape
-    x = _transform(table.probs, p, eps).reshape(n, m_ * k)
-    mean = np.asarray(s @ x).reshape(n_groups, m_, k)
-    out = _normalise(_inverse(mean, p))
+    if p > _LOG_DOMAIN_FROM:  # as in power_mean: in logs, shifted by each sample's largest term
+        a = p * np.log(np.clip(table.probs, eps, None)).reshape(n, m_ * k)
+        top = np.full((n_groups, m_ * k), -np.inf)
+        np.maximum.at(top, group, a)
+        lm = (top + np.log(np.asarray(s @ np.exp(a - top[group])))).reshape(n_groups, m_, k) / p
+        out = _normalise(np.exp(lm - lm.max(axis=-1, keepdims=True)))
+    else:
+        x = _transform(table.probs, p, eps).reshape(n, m_ * k)
+        mean = np.asarray(s @ x).reshape(n_groups, m_, k)
+        out = _normalise(_inverse(mean, p))
     new_meta = meta.iloc[first].drop(columns=[VIEW]).reset_index(drop=True)
     return table.replace(meta=new_meta, probs=out)

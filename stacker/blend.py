@@ -355,6 +355,11 @@ class Blend(ClassifierMixin, Transform):
         # An explicit limit wins over the recipe's; inf means no budget even if the recipe has one.
         self.time_limit_ = limit if self.time_limit is not None else recipe.time_limit
         self.tta_power_ = self.tta_power if self.tta_power is not None else recipe.tta_power
+        if self.tta_power_ is not None and not (
+            isinstance(self.tta_power_, (int, float)) and not isinstance(self.tta_power_, bool)
+            and np.isfinite(self.tta_power_)
+        ):  # fmt: skip
+            raise ConfigError(f"tta_power must be a finite number or None, got {self.tta_power_!r}")
         n_rows = len(table)
         if groups is not None and VIEW in table.meta.columns and self.tta_power_ is not None:
             raise ConfigError(

@@ -65,6 +65,9 @@ def run_command(prog: str, args: argparse.Namespace, *, interrupt_hint: str = ""
             file=sys.stderr,
         )
         return 2
+    except MemoryError as exc:  # numpy's "Unable to allocate 27.9 GiB" for level1 --crop 100000, say
+        print(f"{prog} {args.command}: error: not enough memory: {exc or 'an allocation failed'}", file=sys.stderr)
+        return 2
     except OSError as exc:  # disk full, permission denied, missing file, read-only file system...
         reason = exc.strerror or str(exc)
         if getattr(exc, "filename", None):

@@ -219,3 +219,41 @@ def test_aggregate_models_on_real_cifar(cifar_table):
     y = cifar_table.y
     assert accuracy(y, aggregate_models(cifar_table, 1.0)) == pytest.approx(0.9628, abs=5e-5)
     assert accuracy(y, aggregate_models(cifar_table, 0.0)) == pytest.approx(0.9636, abs=5e-5)
+
+
+@pytest.mark.parametrize("p", [20.0 + 1e-9, 1e3, 1e9])
+def test_large_exponents_are_finite_and_tend_to_the_largest_view(p):
+    # x ** p underflowed to 0 for every class at p = 1e9 (the Blend's fit then scored NaN rows).
+    table = make_table(n_images=30, views=["a", "b", "c"])
+    below = aggregate_views(table, 20.0 - 1e-9).probs
+    out = aggregate_views(table, p).probs
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out.sum(axis=-1), 1.0)
+    x = table.probs[table.meta["view"].to_numpy() == "a"]
+    assert np.isfinite(power_mean(np.stack([x, x**2]), p, axis=0)).all()
+    if p < 21:
+        np.testing.assert_allclose(out, below, atol=1e-6)  # the two branches agree where they meet
+    if p >= 1e9:
+        ids = table.meta["id"].to_numpy()
+        top = np.stack([table.probs[ids == i].max(axis=0) for i in dict.fromkeys(ids)])
+        np.testing.assert_allclose(out, top / top.sum(axis=-1, keepdims=True), atol=1e-6)
+
+
+@pytest.mark.parametrize("argv", [["aggregate", "t.parquet", "-o", "o.parquet", "-p", "nan"],
+                                  ["inspect", "t.parquet", "-p", "inf"],
+                                  ["fit", "t.parquet", "-o", "b", "--tta-power", "nan"]])  # fmt: skip
+def test_exponents_are_checked_when_parsed(argv, capsys):
+    from stacker.apps.cli import main
+
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert "expected a finite number (1 arithmetic, 0 geometric)" in capsys.readouterr().err
+
+
+def test_a_blend_refuses_a_nan_tta_power_before_fitting():
+    from stacker import Blend
+
+    with pytest.raises(ConfigError, match="tta_power must be a finite number or None, got nan"):
+        Blend({"name": "p", "families": {"pool": {"count": 1}}}, n_jobs=1, tta_power=float("nan")).fit(
+            make_table(n_images=30)
+        )

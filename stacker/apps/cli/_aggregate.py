@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from stacker.apps.cli._common import add_table_options
+from stacker.apps.cli._common import add_table_options, exponent
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "p=2 root mean square) of the views of each image, renormalised.",
     )
     p.add_argument("table", help="prediction table (parquet, CSV or .npz)")
-    p.add_argument("-p", "--power", type=float, default=1.0, help="power-mean exponent (default 1)")
+    p.add_argument("-p", "--power", type=exponent, default=1.0, help="power-mean exponent (default 1)")
     p.add_argument("-o", "--output", required=True, help="aggregated table (parquet, or CSV by its suffix)")
     add_table_options(p)
     p.set_defaults(func=run)

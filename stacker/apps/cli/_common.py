@@ -20,6 +20,19 @@ def _tolerance(text: str) -> float:
     return value
 
 
+def exponent(text: str) -> float:
+    """A power-mean exponent (``-p``, ``--tta-power``): any finite number, checked when parsed."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number (1 arithmetic, 0 geometric), got {text!r}")
+    return value
+
+
 def add_table_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--renormalize",

@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 
-from stacker.apps.cli._common import add_table_options
+from stacker.apps.cli._common import add_table_options, exponent
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scheduler", default=None, help="Dask scheduler address tcp://HOST:PORT to run fits on")
     p.add_argument(
         "--tta-power",
-        type=float,
+        type=exponent,
         default=None,
         help="power mean of each image's TTA views before fitting (1 arithmetic, 0 geometric); "
         "default: the recipe's tta_power, else every view is a row",

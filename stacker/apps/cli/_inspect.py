@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from stacker.apps.cli._common import add_table_options
+from stacker.apps.cli._common import add_table_options, exponent
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "for the power-mean aggregate the accuracy and log loss (split by manipulation flag).",
     )
     p.add_argument("table", help="prediction table (parquet, CSV or .npz)")
-    p.add_argument("-p", "--power", type=float, default=1.0, help="power-mean exponent for views (default 1)")
+    p.add_argument("-p", "--power", type=exponent, default=1.0, help="power-mean exponent for views (default 1)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     add_table_options(p)
     p.set_defaults(func=run)
