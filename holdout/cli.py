@@ -29,6 +29,10 @@ def _cmd_scan(args) -> int:
     # Inside the folder it would be scanned next time, or replace a file being scanned.
     refuse_overwrite([args.output], [], {args.dir: "folder"})
     df = scan_dir(args.dir, jobs=args.jobs, progress=_progress(args), follow_links=args.follow_links)
+    if df.empty:
+        from holdout.errors import ManifestError
+
+        raise ManifestError(f"found no files under {args.dir!r}; nothing written")
     write_manifest(df, args.output)
     bad = df[~df["ok"]]
     print(f"scanned {len(df)} files: {len(df) - len(bad)} readable, {len(bad)} not -> {args.output}")
@@ -107,6 +111,17 @@ def _expand(inputs: Sequence[str]) -> list[Path]:
         else:
             raise FileNotFoundError(f"{item}: no such file or directory")
     return out
+
+
+def _seed(text: str) -> int:
+    """``--seed``: an integer >= 0 (NumPy's generators refuse negative seeds)."""
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return seed
 
 
 def _crop_size(text: str) -> int | None:
@@ -228,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("kept", help="output of `holdout filter`")
     p.add_argument("--per-class", type=int, required=True, help="external images per class")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
     p.add_argument("--train", help="training list (parquet with path, label) to mix in")
     p.add_argument("--train-per-class", type=int, default=0, help="training images per class (default 0)")
@@ -264,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--kinds", default="all", help=f"comma-separated names or 'all' ({', '.join(MANIPULATIONS)}; default all)"
     )
     p.add_argument("--random", action="store_true", help="one random manipulation per input instead of all kinds")
-    p.add_argument("--seed", type=int, default=0, help="seed of --random (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of --random (default 0)")
     p.add_argument(
         "--size",
         type=_crop_size,

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -58,6 +59,7 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "width", "height", "quality", "n_bytes", "md5", "phash", "dhash",
 )  # fmt: skip
 
+_HEX16 = re.compile(r"[0-9a-fA-F]{16}")
 _TAG_MAKE, _TAG_MODEL, _TAG_SOFTWARE, _TAG_ORIENTATION = 271, 272, 305, 274
 
 # ImageMagick's JPEG quality estimate (coders/jpeg.c, JPEGSetImageQuality):
@@ -409,6 +411,8 @@ def read_manifest(path: str | os.PathLike[str], required: Sequence[str] = ("path
     from holdout.errors import ManifestError
 
     p = Path(path)
+    if p.is_dir():
+        raise ManifestError(f"file {str(p)!r}: is a folder, not a manifest (the parquet file of holdout scan)")
     if not p.is_file():
         raise ManifestError(f"file {str(p)!r}: not found")
     try:
@@ -418,4 +422,14 @@ def read_manifest(path: str | os.PathLike[str], required: Sequence[str] = ("path
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise ManifestError(f"file {str(p)!r}: missing column(s) {missing}; has {list(df.columns)}")
+    if df.empty:
+        raise ManifestError(f"file {str(p)!r}: has no rows")
+    for col in ("phash", "dhash"):  # 16 hex digits, or empty for an unreadable file (the dedupe parses them)
+        if col in df.columns:
+            ok = df[col].map(lambda v: v is None or v == "" or (isinstance(v, str) and _HEX16.fullmatch(v) is not None))
+            if not ok.all():
+                row = int(np.flatnonzero(~ok.to_numpy())[0])
+                raise ManifestError(
+                    f"file {str(p)!r}, column {col!r}, row {row}: expected 16 hex digits, got {df[col].iloc[row]!r}"
+                )
     return df

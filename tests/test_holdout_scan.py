@@ -356,3 +356,27 @@ def test_a_forged_size_header_and_an_undecodable_name_are_reported(tmp_path):
     bad = next(r for name, r in rows.items() if name.startswith("bad-"))
     assert not bad["ok"] and "not valid UTF-8" in bad["error"]
     bad["path"].encode("utf-8")  # printable, so the manifest writes
+
+
+def test_empty_scans_bad_hashes_folders_and_negative_seeds_are_refused_by_name(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["scan", str(tmp_path / "empty"), "-o", str(tmp_path / "e.parquet")]) == 2
+    assert "found no files under" in capsys.readouterr().err and not (tmp_path / "e.parquet").exists()
+    row = {c: "" for c in ("path", "error", "md5", "phash", "dhash")} | {"ok": True, "label": "a"}
+    pd.DataFrame([row, {**row, "phash": "zz"}]).to_parquet(tmp_path / "bad.parquet")
+    pd.DataFrame([row]).iloc[:0].to_parquet(tmp_path / "none.parquet")
+    for manifest, message in (
+        ("bad.parquet", "column 'phash', row 1: expected 16 hex digits, got 'zz'"),
+        ("none.parquet", "has no rows"),
+        ("empty", "is a folder, not a manifest"),
+    ):
+        assert main(["filter", str(tmp_path / manifest), "--rules", "cmi10", "-o", str(tmp_path / "k.parquet")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "k.parquet").exists()
+    for argv in (
+        ["build", "x.parquet", "-o", "y.parquet", "--seed", "-1"],
+        ["manipulate", "x", "-o", "y", "--seed=-1"],
+    ):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert "argument --seed: expected an integer >= 0, got '-1'" in capsys.readouterr().err

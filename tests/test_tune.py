@@ -510,6 +510,12 @@ def test_bad_storage_strings_are_refused(tmp_path):
         open_storage(f"journal:{tmp_path / 'missing' / 's.journal'}")
     with pytest.raises(StudyError, match="not a valid database URL"):
         open_storage("postgresql://host:notaport/db")
+    # A file that is not a journal is left as it was (Optuna appended to it, then failed to parse it).
+    for name, data in (("notes.txt", b"my notes\n"), ("t.parquet", b"PAR1\x00\xff\xfe")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(StudyError, match="is not an Optuna journal"):
+            open_storage(f"journal:{tmp_path / name}")
+        assert (tmp_path / name).read_bytes() == data
 
 
 def test_reusing_a_study_with_other_classes_or_space_is_refused(tmp_path, table):

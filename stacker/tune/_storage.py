@@ -17,6 +17,7 @@ timeout, then one query), so a wrong host or port fails within seconds with a
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import socket
@@ -121,6 +122,17 @@ def _check_server(url: Any, shown: str, timeout: float) -> None:
         ) from None
 
 
+def _is_journal(path: Path) -> bool:
+    """Whether the file's first line is an Optuna journal record (a JSON object with an ``op_code``)."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(1 << 20)
+        record = json.loads(first)
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and "op_code" in record
+
+
 def open_storage(
     storage: str | os.PathLike[str] | None = None,
     *,
@@ -157,12 +169,20 @@ def open_storage(
             raise StudyError(f"storage {shown}: the folder {str(path.parent)!r} does not exist")
         if path.exists() and not path.is_file():
             raise StudyError(f"storage {shown}: {str(path)!r} is not a file")
+        if path.is_file() and path.stat().st_size and not _is_journal(path):
+            # Optuna would append its records to the file, then fail to parse it with a traceback.
+            raise StudyError(
+                f"storage {shown}: {str(path)!r} is not an Optuna journal (its first line is not a journal "
+                "record); give a new file or a journal that stacker tune wrote"
+            )
         from optuna.storages.journal import JournalFileBackend
 
         try:
             return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
         except OSError as exc:
             raise StudyError(f"storage {shown}: cannot open the journal file ({exc})") from None
+        except ValueError as exc:  # a record further on that does not parse (JSONDecodeError, UnicodeDecodeError)
+            raise StudyError(f"storage {shown}: the journal file is damaged ({exc})") from None
 
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
