@@ -254,6 +254,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _with_flag_names(func: Any) -> Any:
+    """``func`` with the config fields its ConfigErrors name ("option 'batch_size'") given their flags too."""
+    import functools
+    import re
+
+    from stacker.errors import ConfigError
+
+    flags = {dest: flag[0] for flag, dest, _ in _DATA + _SAMPLES + _MODEL + _PREDICT + _RUNTIME}
+
+    def named(m: re.Match[str]) -> str:
+        flag = flags.get(m.group(1))
+        return f"{flag} (option {m.group(1)!r})" if flag else m.group(0)
+
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> Any:
+        try:
+            return func(args)
+        except ConfigError as exc:
+            text = re.sub(r"option '(\w+)'", named, str(exc))
+            if text == str(exc):
+                raise
+            raise ConfigError(text) from None
+
+    return run
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``level1`` console script; returns the exit code."""
     parser = build_parser()
@@ -266,6 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from stacker.console import run_command
 
+    args.func = _with_flag_names(args.func)
     hint = f"; continue with: level1 {args.command} ... -o {args.output} --resume" if args.command != "predict" else ""
     return run_command("level1", args, interrupt_hint=hint)
 

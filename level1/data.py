@@ -343,13 +343,22 @@ def read_id_list(path: str | os.PathLike[str]) -> set[str]:
     p = Path(path)
     if not p.is_file():
         raise ImageDataError(f"holdout list {str(p)!r} does not exist")
-    lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ImageDataError(
+            f"holdout list {str(p)!r} is not a text file (one id a line, or a CSV with an id/path/fname column)"
+        ) from None
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if not lines:
         raise ImageDataError(f"holdout list {str(p)!r} is empty")
     if p.suffix.lower() == ".csv":
         import pandas as pd
 
-        frame = pd.read_csv(p)
+        try:
+            frame = pd.read_csv(p)
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise ImageDataError(f"holdout list {str(p)!r} is not a readable CSV ({exc})") from None
         for col in ("id", "path", "fname"):
             if col in frame.columns:
                 return {str(v) for v in frame[col].dropna()}

@@ -224,6 +224,41 @@ def train_model(
     log : callable, optional
         Receives progress messages (default: print to stderr).
     """
+    out = Path(out_dir)
+    before = set(out.iterdir()) if out.is_dir() else None
+    try:
+        return _train_model(cfg, out, records=records, classes=classes, resume=resume, overwrite=overwrite, log=log)
+    except BaseException:
+        if not (out / RUN_FILE).exists() and not (out / LAST).exists():
+            _discard_unstarted_run(out, before)
+        raise
+
+
+def _discard_unstarted_run(out: Path, before: set[Path] | None) -> None:
+    """Remove what a run that failed before its first epoch ended made: a bad model name, weights file or
+    device must not leave a folder that the same command then refuses as 'not empty'."""
+    import shutil
+
+    if before is None:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for entry in set(out.iterdir()) - before if out.is_dir() else ():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _train_model(
+    cfg: Level1Config,
+    out_dir: str | Path,
+    *,
+    records: list[ImageRecord] | None = None,
+    classes: list[str] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    log: Any = None,
+) -> TrainResult:
     import torch
     from torch.utils.data import DataLoader
 

@@ -448,3 +448,34 @@ def test_predict_without_images_is_one_error_line(capsys):
 
     assert main(["predict", "run", "-o", "x.parquet"]) == 2
     assert capsys.readouterr().err == "level1 predict: error: give image files or folders to predict, or --manifest\n"
+
+
+def test_a_run_that_fails_before_its_first_epoch_leaves_nothing(tmp_path, capsys):
+    # The same command, corrected, must not then be refused with "output directory ... is not empty".
+    from level1.cli import main
+
+    root = _write_dataset(tmp_path / "d", per_class=2, size=48)
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "mine.txt").write_text("the user's")
+    base = ["train", "--data", str(root), "--crop", "32", "--model", TINY, "--no-progress", "--epochs", "1"]
+    for out, extra, message in (
+        ("r1", ["--weights", str(tmp_path / "nope.pth")], "weights file"),
+        ("r1", ["--device", "cuda"] if not _cuda() else ["--model", "resnet10x"], "--device (option 'device')"
+         if not _cuda() else "unknown timm model"),
+        ("kept", ["--overwrite", "--weights", str(tmp_path / "nope.pth")], "weights file"),
+    ):  # fmt: skip
+        assert main(base + ["-o", str(tmp_path / out), *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "r1").exists()
+    assert [p.name for p in (tmp_path / "kept").iterdir()] == ["mine.txt"]
+    (tmp_path / "ids.txt").write_bytes(b"\xff\xd8\xff\xe0 a JPEG, not a list")
+    assert main(base + ["-o", str(tmp_path / "r1"), "--holdout", str(tmp_path / "ids.txt")]) == 2
+    assert "is not a text file (one id a line" in capsys.readouterr().err and not (tmp_path / "r1").exists()
+    assert main(base + ["-o", str(tmp_path / "r1"), "--batch-size", "0"]) == 2
+    assert "--batch-size (option 'batch_size') must be an integer >= 1 (got 0)" in capsys.readouterr().err
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
