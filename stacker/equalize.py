@@ -68,7 +68,9 @@ Greedy rules (:class:`GreedyEqualizer`)
 ``"iterative"`` (the 1st place of the camera-model challenge): repeatedly, the
 class predicted most often among the free rows takes its quota of free rows by
 descending probability; those rows and that class leave the problem and the
-argmax is re-taken.  ``"topk"``: all (row, class) pairs by descending probability,
+argmax is re-taken.  Under bounds rather than a quota it takes as many rows as
+predict it, moved into its bounds (and into what the other open classes still need
+and can hold).  ``"topk"``: all (row, class) pairs by descending probability,
 each taken while the row is free and the class has room.
 
 Probabilities out
@@ -495,8 +497,13 @@ def greedy_assignment(
             votes = np.bincount(np.argmax(sub, axis=1), minlength=len(cls))
             j = int(np.argmax(votes))  # most predicted, lowest class index on ties
             c = cls[j]
-            room = len(rows) - int(lo[open_].sum() - lo[c])
-            take = min(int(up[c]), room) if open_.sum() > 1 else len(rows)
+            others = open_.copy()
+            others[c] = False
+            # The rows that vote for c, within its bounds and what the other open classes still need and can hold:
+            # with equal bounds (quotas) exactly its quota; with a lower bound only not every free row.
+            room = len(rows) - int(lo[others].sum())
+            least = max(int(lo[c]), len(rows) - int(min(up[others].sum(), len(rows))))
+            take = min(max(int(votes[j]), least), int(up[c]), room) if others.any() else len(rows)
             # Descending probability, lower row index first on ties.
             order = np.argsort(-sub[:, j], kind="stable")[:take]
             assign[rows[order]] = c
