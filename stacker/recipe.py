@@ -89,35 +89,31 @@ def parse_choices(spec: Any) -> list[Any] | None:
 _SET_BY_BLEND = frozenset({"random_state", "n_jobs", "device", "layout", "input"})
 
 
-def _parameters(family: str) -> set[str]:
-    """The parameters a recipe may give a family: its estimator's, less the Blend's own, plus Keras's shorthands."""
-    import importlib
-
-    from stacker.metamodels import FAMILIES
-
-    module, name = FAMILIES[family]  # the module only: Keras itself is not imported here
-    names = set(getattr(importlib.import_module(module), name)._get_param_names()) - _SET_BY_BLEND
-    return names | ({"n_layers", "units"} if family == "keras" else set())
-
-
-def _check_number(family: str, name: str, spec: Any) -> None:
-    """A parameter whose default is a number takes numbers (else the fit fails in a worker, far from the recipe)."""
+def _parameters(family: str) -> dict[str, Any]:
+    """The parameters a recipe may give a family, with their defaults: its estimator's ``__init__``'s, less the
+    Blend's own, plus Keras's shorthands (no default)."""
     import importlib
     import inspect
 
     from stacker.metamodels import FAMILIES
 
-    module, cls = FAMILIES[family]
-    params = inspect.signature(getattr(importlib.import_module(module), cls).__init__).parameters
-    default = params[name].default if name in params else None
-    if isinstance(default, bool) or not isinstance(default, (int, float)):
+    module, name = FAMILIES[family]  # the module only: Keras itself is not imported here
+    init = inspect.signature(getattr(importlib.import_module(module), name).__init__).parameters
+    params = {k: p.default for k, p in init.items() if k != "self" and p.kind != p.VAR_KEYWORD}
+    params = {k: v for k, v in params.items() if k not in _SET_BY_BLEND}
+    return params | ({"n_layers": None, "units": None} if family == "keras" else {})
+
+
+def _check_number(family: str, name: str, spec: Any, default: Any) -> None:
+    """A parameter whose default is a number takes numbers (else the fit fails in a worker, far from the recipe)."""
+    if not _is_num(default):
         return
     if isinstance(spec, dict) and "choices" not in spec:
         return  # a {low, high} range: _check_spec wants finite numbers
     values = (
         spec["choices"] if isinstance(spec, dict) and "choices" in spec else spec if isinstance(spec, list) else [spec]
     )
-    bad = [v for v in values if isinstance(v, bool) or not _is_num(v)]
+    bad = [v for v in values if not _is_num(v)]
     if bad:
         raise ConfigError(f"recipe family {family!r}, parameter {name!r}: expects a number, got {bad[0]!r}")
 
@@ -243,7 +239,7 @@ class Recipe:
             if not isinstance(count, int) or isinstance(count, bool) or count < 0:
                 raise ConfigError(f"{where}: family {fam!r} count must be a non-negative integer, got {count!r}")
             allowed = _parameters(fam)
-            typos = sorted(set(body) - allowed)
+            typos = sorted(set(body) - allowed.keys())
             if typos:
                 raise ConfigError(
                     f"{where}: family {fam!r} has no parameter {', '.join(map(repr, typos))}; its parameters: "
@@ -251,7 +247,7 @@ class Recipe:
                 )
             for k, v in body.items():
                 _check_spec(fam, k, v)
-                _check_number(fam, k, v)
+                _check_number(fam, k, v, allowed[k])
             if count:
                 out.append(FamilySpec(fam, count, body))
         if not out:
