@@ -53,7 +53,7 @@ from stacker.inputs import (
 from stacker.metamodels import BLOCK_FAMILIES
 from stacker.metamodels.selection import selection_on_true_class
 from stacker.planner import Planner, check_time_limit
-from stacker.recipe import MemberSpec, Recipe
+from stacker.recipe import MemberSpec, Recipe, _is_num
 from stacker.stats import model_correlation, model_scores
 from stacker.table import FOLD, LABEL, VIEW, PredictionTable
 
@@ -355,10 +355,7 @@ class Blend(ClassifierMixin, Transform):
         # An explicit limit wins over the recipe's; inf means no budget even if the recipe has one.
         self.time_limit_ = limit if self.time_limit is not None else recipe.time_limit
         self.tta_power_ = self.tta_power if self.tta_power is not None else recipe.tta_power
-        if self.tta_power_ is not None and not (
-            isinstance(self.tta_power_, (int, float)) and not isinstance(self.tta_power_, bool)
-            and np.isfinite(self.tta_power_)
-        ):  # fmt: skip
+        if self.tta_power_ is not None and not (_is_num(self.tta_power_) and np.isfinite(self.tta_power_)):
             raise ConfigError(f"tta_power must be a finite number or None, got {self.tta_power_!r}")
         n_rows = len(table)
         if groups is not None and VIEW in table.meta.columns and self.tta_power_ is not None:
