@@ -8,7 +8,13 @@ or in PostgreSQL / a journal file shared by many workers (:mod:`._storage`).
 Optuna is imported only when these functions run.
 """
 
-from stacker.tune._scoring import POSTPROCESS, available_postprocess, balanced_resamples, challenge_score
+from stacker.tune._scoring import (
+    POSTPROCESS,
+    available_postprocess,
+    balanced_resamples,
+    challenge_score,
+    postprocess_choices,
+)
 from stacker.tune._space import SearchSpace, TrialSettings
 from stacker.tune._storage import DEFAULT_STORAGE, describe_storage, open_storage, resolve_storage
 from stacker.tune._tune import DEFAULT_STUDY, best_recipe_dict, export_best, open_study, tune
@@ -25,6 +31,7 @@ __all__ = [
     "TrialSettings",
     "POSTPROCESS",
     "available_postprocess",
+    "postprocess_choices",
     "balanced_resamples",
     "challenge_score",
     "DEFAULT_STORAGE",

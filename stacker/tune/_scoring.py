@@ -21,6 +21,8 @@ rows, ``0.7 * accuracy(unaltered) + 0.3 * accuracy(manipulated)``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from stacker.errors import ConfigError
@@ -32,6 +34,7 @@ __all__ = [
     "available_postprocess",
     "balanced_resamples",
     "challenge_score",
+    "postprocess_choices",
     "score_oof",
 ]
 
@@ -42,6 +45,20 @@ UNALTERED_WEIGHT, MANIPULATED_WEIGHT = 0.7, 0.3
 def available_postprocess() -> tuple[str, ...]:
     """The post-processing choices (all are in the core)."""
     return POSTPROCESS
+
+
+def postprocess_choices(postprocess: Sequence[str] | None, where: str | None = None) -> tuple[str, ...]:
+    """The post-processing choices of a study (None: every one available here), checked; ``where`` (an
+    option name) prefixes the errors."""
+    choices = tuple(postprocess) if postprocess is not None else available_postprocess()
+    prefix = f"{where}: " if where else ""
+    unknown = [c for c in choices if c not in POSTPROCESS]
+    if unknown:
+        raise ConfigError(f"{prefix}unknown post-processing {unknown}; choose from {list(POSTPROCESS)}")
+    missing = [c for c in choices if c not in available_postprocess()]
+    if missing:
+        raise ConfigError(f"{prefix}post-processing {missing} is not available in this installation")
+    return choices
 
 
 def balanced_resamples(

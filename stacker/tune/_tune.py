@@ -17,7 +17,7 @@ import numpy as np
 from stacker.errors import ConfigError, StudyError
 from stacker.files import atomic_write_text
 from stacker.table import PredictionTable
-from stacker.tune._scoring import POSTPROCESS, available_postprocess, balanced_resamples, resample_strata, score_oof
+from stacker.tune._scoring import balanced_resamples, postprocess_choices, resample_strata, score_oof
 from stacker.tune._space import SearchSpace, TrialSettings
 from stacker.tune._storage import HEARTBEAT_INTERVAL, describe_storage, open_storage
 
@@ -343,13 +343,7 @@ def tune(
 
     trial_limit = check_time_limit(trial_time_limit, "trial_time_limit")
     base = Recipe.coerce(recipe)
-    choices = tuple(postprocess) if postprocess is not None else available_postprocess()
-    unknown = [c for c in choices if c not in POSTPROCESS]
-    if unknown:
-        raise ConfigError(f"unknown post-processing {unknown}; choose from {list(POSTPROCESS)}")
-    missing = [c for c in choices if c not in available_postprocess()]
-    if missing:
-        raise ConfigError(f"post-processing {missing} is not available in this installation")
+    choices = postprocess_choices(postprocess)
     # Check the storage before reading a table file: a wrong URL should fail within seconds.
     if not isinstance(table, PredictionTable) and (storage is None or str(storage) != ":memory:"):
         open_storage(storage, heartbeat_interval=None)

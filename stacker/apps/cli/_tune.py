@@ -84,10 +84,9 @@ def _check_options(args: argparse.Namespace) -> None:
     import math
 
     from stacker.errors import ConfigError
-    from stacker.parallel import effective_n_jobs
     from stacker.planner import check_time_limit
     from stacker.recipe import Recipe
-    from stacker.tune import POSTPROCESS, available_postprocess
+    from stacker.tune import POSTPROCESS, postprocess_choices
 
     least = {"--folds": (args.folds, 2), "--resamples": (args.resamples, 1), "--max-count": (args.max_count, 1)}
     least |= {"--max-trials": (args.max_trials, 1), "--seed": (args.seed, 0), "--sampler-seed": (args.sampler_seed, 0)}
@@ -97,7 +96,6 @@ def _check_options(args: argparse.Namespace) -> None:
             raise ConfigError(f"{option} must be at least {low}, got {value}")
     if args.n_jobs == 0:
         raise ConfigError("--n-jobs must be a non-zero integer (-1: every core)")
-    effective_n_jobs(args.n_jobs)
     if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
         raise ConfigError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
     check_time_limit(args.trial_time_limit, "--trial-time-limit")
@@ -107,14 +105,9 @@ def _check_options(args: argparse.Namespace) -> None:
     Recipe.coerce(args.recipe)
     if args.postprocess is not None:
         post = [c.strip() for c in args.postprocess.split(",") if c.strip()]
-        unknown = [c for c in post if c not in POSTPROCESS]
-        if unknown or not post:
-            raise ConfigError(
-                f"--postprocess: unknown {unknown or args.postprocess!r}; choose from {list(POSTPROCESS)}"
-            )
-        missing = [c for c in post if c not in available_postprocess()]
-        if missing:
-            raise ConfigError(f"--postprocess {missing} is not available in this installation")
+        if not post:
+            raise ConfigError(f"--postprocess: unknown {args.postprocess!r}; choose from {list(POSTPROCESS)}")
+        postprocess_choices(post, "--postprocess")
 
 
 def run(args: argparse.Namespace) -> int:
