@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stacker import __version__
+from stacker.console import checked_type
 
 __all__ = ["main", "build_parser"]
 
@@ -113,28 +114,14 @@ def _expand(inputs: Sequence[str]) -> list[Path]:
     return out
 
 
-def _seed(text: str) -> int:
-    """``--seed``: an integer >= 0 (NumPy's generators refuse negative seeds)."""
-    try:
-        seed = int(text)
-    except ValueError:
-        seed = -1
-    if seed < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return seed
-
-
-def _crop_size(text: str) -> int | None:
-    """``--size``: a positive number of pixels, or ``none`` for the whole image."""
-    if text.strip().lower() == "none":
-        return None
-    try:
-        size = int(text)
-    except ValueError:
-        size = 0
-    if size < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number of pixels or 'none', got {text!r}")
-    return size
+#: ``--seed``: NumPy's generators refuse negative seeds.
+_seed = checked_type(int, lambda v: v >= 0, "an integer >= 0")
+#: ``--size``: a positive number of pixels, or ``none`` for the whole image.
+_crop_size = checked_type(
+    lambda t: None if t.strip().lower() == "none" else int(t),
+    lambda v: v is None or v >= 1,
+    "a positive number of pixels or 'none'",
+)
 
 
 def _cmd_manipulate(args) -> int:

@@ -7,8 +7,12 @@ report errors the same way.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import TypeVar
 
-__all__ = ["run_command", "EXTRAS"]
+__all__ = ["run_command", "checked_type", "EXTRAS"]
+
+T = TypeVar("T")
 
 #: The extra that provides each optional top-level module, for a one-line "pip install" hint.
 EXTRAS = {
@@ -26,6 +30,26 @@ EXTRAS = {
     "cv2": "holdout",
     "matplotlib": "report",
 }
+
+
+def checked_type(convert: Callable[[str], T], ok: Callable[[T], bool], expected: str) -> Callable[[str], T]:
+    """An argparse ``type`` that checks the value when the options are parsed.
+
+    ``convert(text)``, kept when ``ok`` accepts it; otherwise argparse's error is
+    ``argument --opt: expected {expected}, got 'text'``, not ``invalid <lambda> value``.
+    """
+
+    def parse(text: str) -> T:
+        try:
+            value = convert(text)
+        except ValueError:
+            pass
+        else:
+            if ok(value):
+                return value
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+
+    return parse
 
 
 def run_command(prog: str, args: argparse.Namespace, *, interrupt_hint: str = "") -> int:

@@ -3,34 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import math
 
+from stacker.console import checked_type
 from stacker.table import DEFAULT_ATOL
 
-
-def _tolerance(text: str) -> float:
-    """``--atol``: a finite number >= 0, checked when parsed (the loader checks it again)."""
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
-
-
-def exponent(text: str) -> float:
-    """A power-mean exponent (``-p``, ``--tta-power``): any finite number, checked when parsed."""
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number (1 arithmetic, 0 geometric), got {text!r}")
-    return value
+#: ``--atol``: a finite number >= 0 (the loader checks it again).
+_tolerance = checked_type(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+#: A power-mean exponent (``-p``, ``--tta-power``): any finite number.
+exponent = checked_type(float, math.isfinite, "a finite number (1 arithmetic, 0 geometric)")
 
 
 def add_table_options(p: argparse.ArgumentParser) -> None:
