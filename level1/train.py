@@ -27,9 +27,10 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -47,6 +48,8 @@ from level1.data import (
 from level1.errors import ImageDataError
 from level1.run import LAST, RUN_FILE, SPLIT_FILE, loader_worker_init, prepare_run_dir, resolve_device, runtime_threads
 from stacker.files import atomic_path, atomic_write_text
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 __all__ = ["TrainResult", "train_model", "write_json"]
 
@@ -196,6 +199,41 @@ def _validate(
     return out, skipped
 
 
+def _discarding_an_unstarted_run(train: _F) -> _F:
+    """``train`` removing what it made when it fails before its first epoch ends (no ``run.json``, no
+    ``last.pt``): a bad model name, weights file or device must not leave a folder that the same command
+    then refuses as 'not empty'.  What the folder held before stays."""
+    import functools
+
+    @functools.wraps(train)
+    def run(cfg: Level1Config, out_dir: str | Path, **kwargs: Any) -> TrainResult:
+        out = Path(out_dir)
+        before = set(out.iterdir()) if out.is_dir() else None
+        try:
+            return train(cfg, out_dir, **kwargs)
+        except BaseException:
+            if not (out / RUN_FILE).exists() and not (out / LAST).exists():
+                _discard(out, before)
+            raise
+
+    return cast(_F, run)
+
+
+def _discard(out: Path, before: set[Path] | None) -> None:
+    """Remove ``out``, or only what it holds beyond ``before`` when it existed."""
+    import shutil
+
+    if before is None:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for entry in set(out.iterdir()) - before if out.is_dir() else ():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+@_discarding_an_unstarted_run
 def train_model(
     cfg: Level1Config,
     out_dir: str | Path,
@@ -224,41 +262,6 @@ def train_model(
     log : callable, optional
         Receives progress messages (default: print to stderr).
     """
-    out = Path(out_dir)
-    before = set(out.iterdir()) if out.is_dir() else None
-    try:
-        return _train_model(cfg, out, records=records, classes=classes, resume=resume, overwrite=overwrite, log=log)
-    except BaseException:
-        if not (out / RUN_FILE).exists() and not (out / LAST).exists():
-            _discard_unstarted_run(out, before)
-        raise
-
-
-def _discard_unstarted_run(out: Path, before: set[Path] | None) -> None:
-    """Remove what a run that failed before its first epoch ended made: a bad model name, weights file or
-    device must not leave a folder that the same command then refuses as 'not empty'."""
-    import shutil
-
-    if before is None:
-        shutil.rmtree(out, ignore_errors=True)
-        return
-    for entry in set(out.iterdir()) - before if out.is_dir() else ():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-
-
-def _train_model(
-    cfg: Level1Config,
-    out_dir: str | Path,
-    *,
-    records: list[ImageRecord] | None = None,
-    classes: list[str] | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    log: Any = None,
-) -> TrainResult:
     import torch
     from torch.utils.data import DataLoader
 
